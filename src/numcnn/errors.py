@@ -1,0 +1,49 @@
+"""Errors raised by numcnn.
+
+Every error numcnn raises on purpose is a :class:`NumcnnError`, a ``ValueError`` subclass, so
+``except ValueError`` keeps working for callers who don't know numcnn.  Messages say what was
+wrong (naming the layer, file or argument and the shapes involved) and what to do about it.
+"""
+from __future__ import annotations
+
+
+class NumcnnError(ValueError):
+    """Base class of every error numcnn raises on purpose."""
+
+
+class ShapeError(NumcnnError):
+    """An array had the wrong number of dimensions, channels or size for a layer or function."""
+
+
+class DTypeError(NumcnnError):
+    """An array had a dtype numcnn will not silently convert (mixed float32/float64, ints...)."""
+
+
+class NonFiniteError(NumcnnError):
+    """An input or a loss contained NaN or infinity."""
+
+
+class ConfigError(NumcnnError):
+    """A constructor argument, architecture description or command option was invalid."""
+
+
+class DataError(NumcnnError):
+    """A data file or dataset could not be read: truncated, wrong magic, unknown format..."""
+
+
+class DownloadError(DataError):
+    """A download failed or its checksum did not match; nothing was kept."""
+
+
+class ModelFileError(NumcnnError):
+    """A model or checkpoint file is missing a tensor, has bad metadata or an unknown layer."""
+
+
+class StateError(NumcnnError):
+    """An object was used in the wrong order (backward before forward, step without grads...)."""
+
+
+__all__ = [
+    "NumcnnError", "ShapeError", "DTypeError", "NonFiniteError", "ConfigError", "DataError",
+    "DownloadError", "ModelFileError", "StateError",
+]
