@@ -1,0 +1,106 @@
+"""2-D convolution (cross-correlation, as in PyTorch and the deck), forward and backward.
+
+Shapes:
+    x:      (N, C, H, W)            input tensor, one image per row of the batch
+    weight: (O, C, kh, kw)          O kernels, each spanning all C input channels
+    bias:   (O,) or None
+    out:    (N, O, H', W')          depth O: one feature map per kernel
+    H' = 1 + (H + 2*ph - dh*(kh - 1) - 1) // sh     (and likewise W')
+
+Forward (the deck's "O = sum I * K" plus bias):
+    out[n, o, y, x] = b[o] + sum_{c,i,j} K[o, c, i, j] * I_pad[n, c, y*sh + i*dh, x*sw + j*dw]
+computed as one GEMM over im2col columns: out = W.reshape(O, -1) @ cols.
+
+Backward (the deck's chain rule, dL/dK_i = sum_j dL/dO_j * dO_j/dK_i with dO_j/dK_i = I_i):
+    dL/dK = dL/dO @ cols^T         every output position j contributes dL/dO_j times its window
+    dL/db = sum of dL/dO over N, H', W'
+    dL/dI = col2im(W^T @ dL/dO)    each input pixel collects dL/dO_j * K from every window using it
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backend import get_array_module
+from ._util import conv_output_size
+from .im2col import col2im, im2col, pad2d, unpad2d
+
+
+@dataclass
+class ConvCache:
+    """What the backward pass needs from the forward pass."""
+    cols: object           # (C, kh, kw, N, H', W') columns of the padded input
+    x_shape: tuple         # (N, C, H, W) of the unpadded input
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+
+
+def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """Convolve ``x`` with ``weight`` and add ``bias``; returns ``(out, cache)``.
+
+    ``stride``, ``padding`` and ``dilation`` are ``(h, w)`` pairs.  The caller validates shapes.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    cols = im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo))
+    out = weight.reshape(o, -1) @ cols.reshape(c * kh * kw, -1)       # (O, N*H'*W'): one GEMM
+    if bias is not None:
+        out += bias[:, None]
+    out = xp.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+    return out, ConvCache(cols, x.shape, stride, padding, dilation)
+
+
+def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_input=True):
+    """Gradients of the loss with respect to input, weight and bias: ``(dx, dw, db)``.
+
+    ``grad_out`` is dL/dO with the shape of the forward output.  ``dx`` is None when
+    ``need_input`` is False (the first layer of a network never needs it).
+    """
+    xp = get_array_module(grad_out)
+    o, c, kh, kw = weight.shape
+    n, _, h, w = cache.x_shape
+    g = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, -1)   # (O, N*H'*W')
+    cols = cache.cols.reshape(c * kh * kw, -1)
+    dw = (g @ cols.T).reshape(weight.shape)
+    db = g.sum(axis=1) if need_bias else None
+    dx = None
+    if need_input:
+        dcols = (weight.reshape(o, -1).T @ g).reshape(cache.cols.shape)
+        padded = (n, c, h + 2 * cache.padding[0], w + 2 * cache.padding[1])
+        dx = col2im(dcols, padded, (kh, kw), cache.stride, cache.dilation)
+        dx = xp.ascontiguousarray(unpad2d(dx, cache.padding))
+    return dx, dw, db
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """Convenience: just the forward output of :func:`conv2d_forward` (ints or pairs accepted)."""
+    from ._util import pair
+    out, _ = conv2d_forward(x, weight, bias, pair(stride, "stride"), pair(padding, "padding"),
+                            pair(dilation, "dilation"))
+    return out
+
+
+def conv2d_naive(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """Reference convolution written as the deck's sum over each window (slow; for tests/demo).
+
+    Loops over output positions only; each output is ``sum(window * kernel) + bias``.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    xpad = pad2d(x, padding)
+    out = xp.zeros((n, o, ho, wo), dtype=x.dtype)
+    for y in range(ho):
+        for x_ in range(wo):
+            r0, c0 = y * stride[0], x_ * stride[1]
+            window = xpad[:, :, r0:r0 + dilation[0] * (kh - 1) + 1:dilation[0],
+                          c0:c0 + dilation[1] * (kw - 1) + 1:dilation[1]]
+            out[:, :, y, x_] = (window[:, None] * weight[None]).sum(axis=(2, 3, 4))
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out

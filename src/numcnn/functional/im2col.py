@@ -1,0 +1,92 @@
+"""im2col and col2im: turning a convolution into one matrix multiply.
+
+A convolution slides a ``kh x kw`` window over every channel of the (zero-padded) input.  If we
+copy the values under each window position into one column, the whole convolution becomes a
+single GEMM: ``out = W (out_ch, C*kh*kw)  @  cols (C*kh*kw, N*H'*W')``.
+
+Our columns are laid out as ``(C, kh, kw, N, H', W')`` so that
+
+* the row index ``(c, i, j)`` matches ``weight.reshape(out_ch, -1)`` (PyTorch's layout), and
+* the columns are filled by ``kh * kw`` strided copies, one per kernel offset ``(i, j)``: for a
+  fixed offset, the values under it at every window position are just a strided slice of the
+  padded input.  There is no Python loop over pixels or samples.
+
+``col2im`` is the adjoint (transpose) of ``im2col``: it adds each column entry back onto the
+pixel it was copied from.  Overlapping windows add up, which is exactly the sum over ``j`` in the
+deck's ``dL/dI_i = sum_j dL/dO_j * dO_j/dI_i``.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+
+
+def pad2d(x, padding, value=0.0):
+    """Zero-pad (or ``value``-pad) the last two axes of an ``(N, C, H, W)`` array by ``(ph, pw)``."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def unpad2d(x, padding):
+    """Inverse of :func:`pad2d`: crop ``(ph, pw)`` from each side (works when a pad is 0)."""
+    ph, pw = padding
+    h, w = x.shape[-2:]
+    return x[..., ph:h - ph, pw:w - pw]
+
+
+def window_slice(offset, stride, dilation, out_size):
+    """The slice that picks, for kernel offset ``i``, the input rows under every window position."""
+    start = offset * dilation
+    return slice(start, start + stride * (out_size - 1) + 1, stride)
+
+
+def im2col(x_padded, kernel, stride, dilation, out_hw, out=None):
+    """Copy every receptive field of a padded input into columns.
+
+    Args:
+        x_padded: ``(N, C, Hp, Wp)`` input, already zero-padded.
+        kernel, stride, dilation: ``(kh, kw)``, ``(sh, sw)``, ``(dh, dw)``.
+        out_hw: ``(H', W')``, from :func:`conv_output_size`.
+        out: optional reusable buffer of shape ``(C, kh, kw, N, H', W')``.
+
+    Returns:
+        ``cols`` of shape ``(C, kh, kw, N, H', W')``; ``cols.reshape(C*kh*kw, -1)`` is the GEMM
+        operand, with ``cols[c, i, j, n, y, x] = x_padded[n, c, y*sh + i*dh, x*sw + j*dw]``.
+    """
+    xp = get_array_module(x_padded)
+    n, c = x_padded.shape[:2]
+    kh, kw = kernel
+    ho, wo = out_hw
+    if out is None:
+        out = xp.empty((c, kh, kw, n, ho, wo), dtype=x_padded.dtype)
+    xt = x_padded.transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): a view, no copy
+    for i in range(kh):
+        rows = window_slice(i, stride[0], dilation[0], ho)
+        for j in range(kw):
+            out[:, i, j] = xt[:, :, rows, window_slice(j, stride[1], dilation[1], wo)]
+    return out
+
+
+def col2im(cols, padded_shape, kernel, stride, dilation):
+    """Adjoint of :func:`im2col`: sum each column entry back onto the pixel it came from.
+
+    Args:
+        cols: ``(C, kh, kw, N, H', W')`` gradients with respect to the columns.
+        padded_shape: ``(N, C, Hp, Wp)`` of the padded input.
+
+    Returns:
+        ``(N, C, Hp, Wp)`` gradient with respect to the padded input.
+    """
+    xp = get_array_module(cols)
+    c, kh, kw, n, ho, wo = cols.shape
+    dx = xp.zeros((padded_shape[1], padded_shape[0]) + tuple(padded_shape[2:]), dtype=cols.dtype)
+    for i in range(kh):
+        rows = window_slice(i, stride[0], dilation[0], ho)
+        for j in range(kw):
+            dx[:, :, rows, window_slice(j, stride[1], dilation[1], wo)] += cols[:, i, j]
+    return dx.transpose(1, 0, 2, 3)

@@ -1,0 +1,102 @@
+"""Pooling: shrink each feature map by taking the max (or mean) of every window.
+
+Shapes: x (N, C, H, W) -> out (N, C, H', W') with H' = 1 + (H + 2p - k) // s.
+
+Both kernels loop over the ``kh * kw`` offsets of the window, never over pixels: for offset
+``(i, j)`` the values under it at every window position form one strided slice of the input.
+
+Max pooling: out = max over the window.  Backward: the gradient of a max flows only to the
+element that was the max (``d max(a, b)/da = 1 if a won``).  On ties the first element in
+row-major window order wins, as in PyTorch, so each output routes its gradient to exactly one input.
+Padding is with -inf, so a padded position never wins.
+
+Average pooling: out = mean over the window (PyTorch's ``count_include_pad=True``: the divisor is
+always ``kh * kw``).  Backward: each input in the window receives ``grad / (kh * kw)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backend import get_array_module
+from ._util import conv_output_size
+from .im2col import pad2d, unpad2d, window_slice
+
+
+@dataclass
+class PoolCache:
+    argmax: object          # (N, C, H', W') index of the winning offset (max pooling only)
+    x_shape: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+
+
+def _geometry(x_shape, kernel, stride, padding):
+    h, w = x_shape[2:]
+    return (conv_output_size(h, kernel[0], stride[0], padding[0]),
+            conv_output_size(w, kernel[1], stride[1], padding[1]))
+
+
+def _offsets(kernel, stride, out_hw):
+    """Yield ``(k, rows, cols)`` for each window offset: the strided slices it covers."""
+    k = 0
+    for i in range(kernel[0]):
+        rows = window_slice(i, stride[0], 1, out_hw[0])
+        for j in range(kernel[1]):
+            yield k, rows, window_slice(j, stride[1], 1, out_hw[1])
+            k += 1
+
+
+def max_pool2d_forward(x, kernel, stride, padding=(0, 0)):
+    """Max over each ``kernel`` window; returns ``(out, cache)``."""
+    xp = get_array_module(x)
+    out_hw = _geometry(x.shape, kernel, stride, padding)
+    xpad = pad2d(x, padding, value=-xp.inf)
+    out = None
+    argmax = xp.zeros(x.shape[:2] + out_hw, dtype=xp.int16 if kernel[0] * kernel[1] < 32767 else xp.int32)
+    for k, rows, cols in _offsets(kernel, stride, out_hw):
+        s = xpad[:, :, rows, cols]
+        if out is None:
+            out = s.copy()
+            continue
+        better = s > out                     # strict: on ties the earlier offset keeps the win
+        xp.copyto(out, s, where=better)
+        argmax[better] = k
+    return out, PoolCache(argmax, x.shape, kernel, stride, padding)
+
+
+def max_pool2d_backward(grad_out, cache: PoolCache):
+    """Route each output's gradient to the input element that won its window."""
+    xp = get_array_module(grad_out)
+    n, c, h, w = cache.x_shape
+    ph, pw = cache.padding
+    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    out_hw = grad_out.shape[2:]
+    zero = xp.zeros((), dtype=grad_out.dtype)
+    for k, rows, cols in _offsets(cache.kernel, cache.stride, out_hw):
+        dx[:, :, rows, cols] += xp.where(cache.argmax == k, grad_out, zero)
+    return xp.ascontiguousarray(unpad2d(dx, cache.padding))
+
+
+def avg_pool2d_forward(x, kernel, stride, padding=(0, 0)):
+    """Mean over each window (zero padding counted in the divisor); returns ``(out, cache)``."""
+    out_hw = _geometry(x.shape, kernel, stride, padding)
+    xpad = pad2d(x, padding)
+    out = None
+    for _, rows, cols in _offsets(kernel, stride, out_hw):
+        s = xpad[:, :, rows, cols]
+        out = s.copy() if out is None else out.__iadd__(s)
+    out *= x.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    return out, PoolCache(None, x.shape, kernel, stride, padding)
+
+
+def avg_pool2d_backward(grad_out, cache: PoolCache):
+    """Every input under a window receives ``grad / (kh * kw)`` from that window."""
+    xp = get_array_module(grad_out)
+    n, c, h, w = cache.x_shape
+    ph, pw = cache.padding
+    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    share = grad_out * grad_out.dtype.type(1.0 / (cache.kernel[0] * cache.kernel[1]))
+    for _, rows, cols in _offsets(cache.kernel, cache.stride, grad_out.shape[2:]):
+        dx[:, :, rows, cols] += share
+    return xp.ascontiguousarray(unpad2d(dx, cache.padding))

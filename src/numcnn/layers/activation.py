@@ -1,0 +1,84 @@
+"""Activation layers: ReLU (the deck's), LeakyReLU, Sigmoid, Tanh and Softmax."""
+from __future__ import annotations
+
+from .. import functional as F
+from ..errors import ConfigError
+from .base import Layer
+
+
+class _Elementwise(Layer):
+    """An activation whose backward needs only its own output (or input) and grad_out."""
+
+    def __init__(self):
+        self._cache = None
+
+    def flops(self, input_shape):
+        n = 1
+        for d in input_shape:
+            n *= d
+        return n
+
+    def forward(self, x, training=True):
+        self._check_input(x, (2, 3, 4), "(N, ...)")
+        out = self._f(x)
+        self._cache = out
+        return out
+
+    def backward(self, grad_out):
+        return self._df(grad_out, self._need_cache())
+
+
+class ReLU(_Elementwise):
+    """ReLU(x) = max(0, x)."""
+    _f = staticmethod(F.relu)
+    _df = staticmethod(F.relu_backward)
+
+
+class Sigmoid(_Elementwise):
+    """sigma(x) = 1 / (1 + e^-x)."""
+    _f = staticmethod(F.sigmoid)
+    _df = staticmethod(F.sigmoid_backward)
+
+
+class Tanh(_Elementwise):
+    """tanh(x)."""
+    _f = staticmethod(F.tanh)
+    _df = staticmethod(F.tanh_backward)
+
+
+class LeakyReLU(_Elementwise):
+    """x if x > 0 else negative_slope * x."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool):
+            raise ConfigError(f"LeakyReLU: negative_slope must be a number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def config(self):
+        return {"negative_slope": self.negative_slope}
+
+    def forward(self, x, training=True):
+        self._check_input(x, (2, 3, 4), "(N, ...)")
+        self._cache = x
+        return F.leaky_relu(x, self.negative_slope)
+
+    def backward(self, grad_out):
+        return F.leaky_relu_backward(grad_out, self._need_cache(), self.negative_slope)
+
+
+class Softmax(_Elementwise):
+    """The deck's softmax over the class axis: turns scores into a probability distribution.
+
+    For training, prefer raw logits plus :class:`numcnn.losses.CrossEntropy` (fused and stable);
+    ``Sequential.predict`` applies softmax itself.
+    """
+
+    def forward(self, x, training=True):
+        self._check_input(x, 2, "(N, classes)")
+        out = F.softmax(x, axis=1)
+        self._cache = out
+        return out
+
+    def backward(self, grad_out):
+        return F.softmax_backward(grad_out, self._need_cache(), axis=1)

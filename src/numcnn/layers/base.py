@@ -1,0 +1,204 @@
+"""Parameter and Layer: the contract every layer follows.
+
+A layer owns its parameters, checks its input once at the boundary, keeps a small named cache
+from ``forward`` and uses it in ``backward``:
+
+* ``forward(x, training=True) -> y``
+* ``backward(grad_out) -> grad_in``, and each parameter's ``.grad`` gets ``+= dL/dparam``
+  (micrograd's "local derivative times upstream gradient, accumulated"); the optimizer's
+  ``zero_grad()`` clears them.
+* ``parameters()``, ``config()`` (its constructor arguments: enough, with the parameter values, to
+  save and rebuild it), ``output_shape(input_shape)`` and ``flops(input_shape)`` for ``summary``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
+
+REGISTRY: dict[str, type] = {}
+
+
+class Parameter:
+    """A trainable array ``value`` and its gradient ``grad`` (None until a backward pass)."""
+
+    __slots__ = ("value", "grad", "name")
+
+    def __init__(self, value, name: str = ""):
+        self.value = value
+        self.grad = None
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    def accumulate(self, g):
+        """``grad += g`` (``grad = g`` when there is none yet)."""
+        if self.grad is None:
+            self.grad = g
+        else:
+            self.grad += g
+
+    def zero_grad(self):
+        self.grad = None
+
+    def __repr__(self):
+        return f"Parameter({self.name!r}, shape={tuple(self.shape)}, dtype={self.dtype})"
+
+
+class Layer:
+    """Base class of all layers.  Subclasses register themselves by class name for loading."""
+
+    #: names of the parameters, in the order ``parameters()`` returns them
+    param_names: tuple = ()
+    #: names of non-trainable state arrays that must be saved (batch-norm running statistics)
+    buffer_names: tuple = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.__name__] = cls
+
+    # -- the contract -------------------------------------------------------------------------
+    def forward(self, x, training=True):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def __call__(self, x, training=True):
+        return self.forward(x, training=training)
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-friendly) that rebuild this layer."""
+        return {}
+
+    def output_shape(self, input_shape):
+        """Shape of one sample's output for one sample's input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def flops(self, input_shape) -> int:
+        """Floating-point operations (multiply and add counted separately) of one sample."""
+        return 0
+
+    # -- parameters -----------------------------------------------------------------------------
+    def named_parameters(self) -> dict:
+        return {n: getattr(self, n) for n in self.param_names if getattr(self, n) is not None}
+
+    def parameters(self) -> list:
+        return list(self.named_parameters().values())
+
+    def buffers(self) -> dict:
+        return {n: getattr(self, n) for n in self.buffer_names}
+
+    def set_buffer(self, name, value):
+        setattr(self, name, value)
+
+    def astype(self, dtype):
+        """Cast parameters and buffers to ``dtype`` in place (``float64`` for gradient checks)."""
+        for p in self.parameters():
+            p.value = p.value.astype(dtype)
+            p.grad = None
+        for n, b in self.buffers().items():
+            self.set_buffer(n, b.astype(dtype))
+        return self
+
+    def to(self, xp):
+        """Move parameters and buffers to array module ``xp`` (numpy or cupy)."""
+        for p in self.parameters():
+            p.value = xp.asarray(p.value)
+            p.grad = None
+        for n, b in self.buffers().items():
+            self.set_buffer(n, xp.asarray(b))
+        return self
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    def _need_cache(self):
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise StateError(f"{self!r}: backward() was called before forward(); run forward(x) "
+                             "on a batch first (and don't call backward twice for one forward)")
+        self._cache = None
+        return cache
+
+    def _check_input(self, x, ndim, what, channels=None, channel_axis=1):
+        """Validate ``x`` at the boundary: array type, rank, channel count, dtype, finiteness."""
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise ShapeError(f"{self!r}: expected an array of shape {what}, got "
+                             f"{type(x).__name__}; convert it with numpy.asarray first")
+        if x.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
+            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape {tuple(x.shape)} "
+                             f"({x.ndim} dimensions)")
+        if channels is not None and x.shape[channel_axis] != channels:
+            raise ShapeError(f"{self!r}: expected input of shape {what} with {channels} "
+                             f"{'channels' if x.ndim == 4 else 'features'}, got shape "
+                             f"{tuple(x.shape)} ({x.shape[channel_axis]}); check the previous "
+                             "layer's output size or the data's channel count")
+        if x.shape[0] == 0:
+            raise ShapeError(f"{self!r}: got an empty batch (shape {tuple(x.shape)})")
+        if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+            raise DTypeError(f"{self!r}: expected float32 or float64 input, got {x.dtype}; "
+                             "convert with x.astype(numpy.float32) (and scale uint8 images)")
+        params = self.parameters()
+        if params and params[0].value.dtype != x.dtype:
+            raise DTypeError(f"{self!r}: input is {x.dtype} but the layer's parameters are "
+                             f"{params[0].value.dtype}; numcnn never mixes them silently: cast "
+                             f"the input, or the model with model.astype(numpy.{x.dtype})")
+        if getattr(self, "check_finite", True):
+            check_finite(x, repr(self))
+
+    def _rng_state(self):
+        return None
+
+    def _set_rng_state(self, state):
+        pass
+
+
+def check_finite(x, where: str):
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one cheap reduction first)."""
+    xp = get_array_module(x)
+    if not bool(xp.isfinite(x.sum())):
+        bad = ~xp.isfinite(x)
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise NonFiniteError(f"{where}: input has {count} NaN/inf value(s) of {x.size}; "
+                                 "clean the data, or lower the learning rate if this appears "
+                                 "during training")
+
+
+def check_positive_int(value, name, layer, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{layer}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def layer_from_config(spec: dict) -> Layer:
+    """Rebuild a layer from ``{"type": "Conv2D", ...constructor arguments}``."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"a layer description must be a dict with a 'type' key, got {spec!r}")
+    kind = spec["type"]
+    cls = REGISTRY.get(kind)
+    if cls is None or kind == "Layer" or kind.startswith("_"):
+        raise ConfigError(f"unknown layer type {kind!r}; known types: {', '.join(sorted(k for k in REGISTRY if not k.startswith('_')))}")
+    args = {k: v for k, v in spec.items() if k != "type"}
+    try:
+        return cls(**args)
+    except TypeError as exc:
+        raise ConfigError(f"bad arguments for {kind}: {exc}") from None
+
+
+def layer_to_config(layer: Layer) -> dict:
+    return {"type": type(layer).__name__, **layer.config()}

@@ -1,0 +1,75 @@
+"""Dense (fully connected) and Flatten layers."""
+from __future__ import annotations
+
+from .. import functional as F
+from ..init import as_generator, init_bias, init_weight
+from .base import Layer, Parameter, check_positive_int
+
+
+class Dense(Layer):
+    """Fully connected layer, ``y = x W^T + b`` (PyTorch's ``nn.Linear``).
+
+    Shape: (N, in_features) -> (N, out_features).  ``weight`` is (out_features, in_features).
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, bias=True, init="kaiming_uniform", rng=None,
+                 dtype="float32"):
+        name = f"Dense({in_features}, {out_features})"
+        self.in_features = check_positive_int(in_features, "in_features", name)
+        self.out_features = check_positive_int(out_features, "out_features", name)
+        rng = as_generator(rng)
+        self.init = init
+        self.weight = Parameter(init_weight((self.out_features, self.in_features), init, rng, dtype), "weight")
+        self.bias = Parameter(init_bias(self.out_features, self.in_features, init, rng, dtype), "bias") if bias else None
+        self._cache = None
+        self.needs_input_grad = True
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None}
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features}{'' if self.bias is not None else ', bias=False'})"
+
+    def output_shape(self, input_shape):
+        return (self.out_features,)
+
+    def flops(self, input_shape):
+        return 2 * self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
+
+    def forward(self, x, training=True):
+        self._check_input(x, 2, f"(N, {self.in_features})", self.in_features)
+        self._cache = x
+        return F.linear_forward(x, self.weight.value, None if self.bias is None else self.bias.value)
+
+    def backward(self, grad_out):
+        x = self._need_cache()
+        dx, dw, db = F.linear_backward(grad_out, x, self.weight.value, self.bias is not None,
+                                       self.needs_input_grad)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W): the bridge from feature maps to fully connected layers."""
+
+    def __init__(self):
+        self._cache = None
+
+    def output_shape(self, input_shape):
+        n = 1
+        for d in input_shape:
+            n *= d
+        return (n,)
+
+    def forward(self, x, training=True):
+        self._check_input(x, (2, 3, 4), "(N, ...)")
+        self._cache = x.shape
+        return F.flatten(x)
+
+    def backward(self, grad_out):
+        return F.flatten_backward(grad_out, self._need_cache())

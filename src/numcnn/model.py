@@ -1,0 +1,225 @@
+"""Sequential: layers chained one after another, and ``summary``."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_array_module, to_numpy
+from .errors import ConfigError, DTypeError, ShapeError
+from .functional import softmax
+from .layers.base import Layer, check_finite, layer_from_config, layer_to_config
+
+
+class Sequential:
+    """A model that applies ``layers`` in order.
+
+    ``forward(x, training=True)`` runs them front to back and ``backward(grad)`` back to front,
+    each layer turning dL/d(its output) into dL/d(its input) and filling its parameters' grads.
+
+    Args:
+        layers: a list of :class:`numcnn.layers.Layer`.
+        input_shape: one sample's shape, e.g. ``(1, 28, 28)``; used by ``summary`` and checked
+            (with every layer's output shape) when given.
+        normalization: optional ``(mean, std)`` per-channel arrays applied by :meth:`predict` to
+            raw (uint8) images, stored in model files.
+        classes: optional class names, stored in model files.
+    """
+
+    def __init__(self, layers, input_shape=None, normalization=None, classes=None):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ConfigError(f"Sequential: item {i} is {type(layer).__name__}, not a numcnn layer")
+        if not layers:
+            raise ConfigError("Sequential: needs at least one layer")
+        self.layers = layers
+        self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        self.normalization = normalization
+        self.classes = list(classes) if classes is not None else None
+        for layer in layers[1:]:
+            layer.check_finite = False       # the model's input is checked once, at the front
+        first = next((l for l in layers if hasattr(l, "needs_input_grad")), None)
+        if first is not None and first is layers[0]:
+            first.needs_input_grad = False   # nobody needs dL/dx of the data
+        if self.input_shape is not None:
+            self.shapes()                    # validates that the layers fit together
+
+    # -- running --------------------------------------------------------------------------------
+    def forward(self, x, training=True):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad):
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def named_parameters(self) -> dict:
+        return {f"{i}.{n}": p for i, layer in enumerate(self.layers)
+                for n, p in layer.named_parameters().items()}
+
+    def buffers(self) -> dict:
+        return {f"{i}.{n}": b for i, layer in enumerate(self.layers) for n, b in layer.buffers().items()}
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def astype(self, dtype):
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def to(self, device):
+        """Move to ``"cpu"`` (NumPy) or ``"gpu"``/``"cuda"`` (CuPy)."""
+        if device in ("cpu", "numpy"):
+            xp = np
+        elif device in ("gpu", "cuda", "cupy"):
+            from .backend import use
+            xp = use("cupy")
+            use("numpy")
+        else:
+            raise ConfigError(f"unknown device {device!r}; use 'cpu' or 'gpu'")
+        for layer in self.layers:
+            layer.to(xp)
+        return self
+
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].value.dtype if params else np.dtype(np.float32)
+
+    @property
+    def xp(self):
+        params = self.parameters()
+        return get_array_module(params[0].value) if params else np
+
+    def prepare_input(self, x):
+        """Raw images -> the float array the first layer expects.
+
+        uint8 images are scaled to [0, 1] and normalised with the stored ``(mean, std)``; float
+        input of the model's dtype is used as is.  float16 is widened; other dtypes are refused.
+        """
+        xp = self.xp
+        if not hasattr(x, "dtype"):
+            x = np.asarray(x)
+        dt = self.dtype
+        if x.dtype.kind in "ui":
+            if x.dtype != np.uint8:
+                raise DTypeError(f"predict: integer input of dtype {x.dtype} is ambiguous; pass uint8 "
+                                 "images (0..255) or floats already scaled")
+            x = xp.asarray(x).astype(dt) / dt.type(255)
+        elif x.dtype.kind == "f":
+            return xp.asarray(x).astype(dt, copy=False)     # floats are taken as prepared
+        else:
+            raise DTypeError(f"predict: expected image arrays of uint8 or float, got dtype {x.dtype}")
+        return self._normalize(x, scaled=True)
+
+    def _normalize(self, x, scaled):
+        if self.normalization is None:
+            return x
+        mean, std = self.normalization
+        xp = get_array_module(x)
+        mean = xp.asarray(mean, dtype=x.dtype).reshape(1, -1, 1, 1)
+        std = xp.asarray(std, dtype=x.dtype).reshape(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def predict(self, x, batch_size=256):
+        """Class probabilities ``(N, classes)`` (NumPy) for a batch of images, in evaluation mode.
+
+        Accepts raw uint8 images (normalised with the stored statistics) or float arrays that are
+        already prepared.  Works through ``x`` in batches so memory stays bounded.
+        """
+        if not hasattr(x, "shape"):
+            x = np.asarray(x)
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            raise ShapeError(f"predict: the model takes images of shape {self.input_shape} "
+                             f"(C, H, W) but got a batch of shape {tuple(x.shape)}")
+        if batch_size < 1:
+            raise ConfigError(f"predict: batch_size must be >= 1, got {batch_size}")
+        if len(x) == 0:
+            raise ShapeError("predict: got an empty batch")
+        outs = []
+        from .layers.activation import Softmax
+        ends_in_softmax = isinstance(self.layers[-1], Softmax)
+        for start in range(0, len(x), batch_size):
+            xb = self.prepare_input(x[start:start + batch_size])
+            check_finite(xb, "predict")
+            out = self.forward(xb, training=False)
+            outs.append(to_numpy(out if ends_in_softmax else softmax(out, axis=1)))
+        return np.concatenate(outs)
+
+    def predict_classes(self, x, batch_size=256):
+        return self.predict(x, batch_size).argmax(axis=1)
+
+    # -- description -----------------------------------------------------------------------------
+    def config(self) -> dict:
+        return {"layers": [layer_to_config(l) for l in self.layers],
+                "input_shape": list(self.input_shape) if self.input_shape else None}
+
+    @classmethod
+    def from_config(cls, config: dict, **kw):
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ConfigError("a model description needs a 'layers' list")
+        return cls([layer_from_config(s) for s in config["layers"]],
+                   input_shape=config.get("input_shape"), **kw)
+
+    def shapes(self, input_shape=None):
+        """[(layer, output_shape)] for one sample; raises ShapeError where layers don't fit."""
+        shape = tuple(input_shape or self.input_shape or ())
+        if not shape:
+            raise ConfigError("summary needs an input shape: Sequential(..., input_shape=(C, H, W))")
+        out = []
+        for i, layer in enumerate(self.layers):
+            expected = getattr(layer, "in_channels", None) or getattr(layer, "in_features", None) \
+                or getattr(layer, "num_features", None)
+            if expected is not None and shape[0] != expected:
+                raise ShapeError(f"layer {i} {layer!r} expects {expected} input channels/features but "
+                                 f"the previous layer gives shape {shape}")
+            shape = tuple(layer.output_shape(shape))
+            if min(shape) < 1:
+                raise ShapeError(f"layer {i} {layer!r} would output shape {shape}: the input is too "
+                                 "small for this architecture")
+            out.append((layer, shape))
+        return out
+
+    def summary(self, input_shape=None) -> str:
+        """A table of layers with output shapes, parameter counts and FLOPs per sample."""
+        shape = tuple(input_shape or self.input_shape or ())
+        rows = [("#", "layer", "output shape", "params", "FLOPs")]
+        total_p = total_f = 0
+        prev = shape
+        for i, (layer, out_shape) in enumerate(self.shapes(shape)):
+            n_p = sum(int(np.prod(p.shape)) for p in layer.parameters())
+            fl = layer.flops(prev)
+            total_p += n_p
+            total_f += fl
+            rows.append((str(i), repr(layer), "x".join(map(str, out_shape)), f"{n_p:,}", _human(fl)))
+            prev = out_shape
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        line = "  ".join("-" * w for w in widths)
+        fmt = lambda r: "  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(5))
+        text = [f"input: {'x'.join(map(str, shape))}", fmt(rows[0]), line] + [fmt(r) for r in rows[1:]]
+        text += [line, f"total: {total_p:,} parameters, {_human(total_f)} FLOPs per image (forward)"]
+        return "\n".join(text)
+
+    def __repr__(self):
+        inner = ",\n".join(f"  {l!r}" for l in self.layers)
+        return f"Sequential([\n{inner}\n])"
+
+    def save(self, path, **kw):
+        """Write this model to a ``.safetensors`` file (see :mod:`numcnn.io`)."""
+        from .io import save_model
+        save_model(self, path, **kw)
+
+
+def _human(n):
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))

@@ -1,0 +1,87 @@
+"""Ready-made architectures (presets), each a plain :class:`numcnn.Sequential`."""
+from __future__ import annotations
+
+from .errors import ConfigError
+from .init import as_generator
+from .layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU)
+from .model import Sequential
+
+
+def lenet5(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32"):
+    """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28x28 (padded) or 32x32 input.
+
+    conv5x5 6 - pool - conv5x5 16 - pool - dense 120 - dense 84 - dense classes.
+    """
+    rng = as_generator(rng)
+    pad = 2 if image_size == 28 else 0
+    s = (image_size + 2 * pad - 4) // 2
+    s = (s - 4) // 2
+    if s < 1:
+        raise ConfigError(f"lenet5 needs images of at least 28x28 (with padding) or 32x32, got {image_size}")
+    return Sequential([
+        Conv2D(in_channels, 6, 5, padding=pad, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+        Conv2D(6, 16, 5, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+        Flatten(),
+        Dense(16 * s * s, 120, rng=rng, dtype=dtype), ReLU(),
+        Dense(120, 84, rng=rng, dtype=dtype), ReLU(),
+        Dense(84, num_classes, rng=rng, dtype=dtype),
+    ], input_shape=(in_channels, image_size, image_size))
+
+
+def mnist_small(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32"):
+    """A fast small CNN: conv3x3 16 - pool - conv3x3 32 - pool - dense 64 - dense classes."""
+    rng = as_generator(rng)
+    s = image_size // 2 // 2
+    if s < 1:
+        raise ConfigError(f"mnist-small needs images of at least 4x4, got {image_size}")
+    return Sequential([
+        Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+        Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+        Flatten(),
+        Dense(32 * s * s, 64, rng=rng, dtype=dtype), ReLU(),
+        Dense(64, num_classes, rng=rng, dtype=dtype),
+    ], input_shape=(in_channels, image_size, image_size))
+
+
+def digits_cnn(in_channels=1, num_classes=10, image_size=8, rng=0, dtype="float32"):
+    """A small CNN for 8x8 digits: conv3x3 16 - conv3x3 32 - pool - dense 64 - dense classes."""
+    rng = as_generator(rng)
+    s = image_size // 2
+    return Sequential([
+        Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(),
+        Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+        Flatten(),
+        Dense(32 * s * s, 64, rng=rng, dtype=dtype), ReLU(),
+        Dense(64, num_classes, rng=rng, dtype=dtype),
+    ], input_shape=(in_channels, image_size, image_size))
+
+
+def cifar_vgg(in_channels=3, num_classes=10, image_size=32, rng=0, dtype="float32"):
+    """A small VGG-style net with batch norm for 32x32 RGB:
+    [conv3x3 32, BN, ReLU] x2 - pool - [conv3x3 64, BN, ReLU] x2 - pool - dense 256 - dropout - dense.
+    """
+    rng = as_generator(rng)
+    s = image_size // 4
+
+    def block(cin, cout):
+        return [Conv2D(cin, cout, 3, padding=1, bias=False, rng=rng, dtype=dtype),
+                BatchNorm2D(cout, dtype=dtype), ReLU()]
+
+    return Sequential(
+        block(in_channels, 32) + block(32, 32) + [MaxPool2D(2)] +
+        block(32, 64) + block(64, 64) + [MaxPool2D(2), Flatten(),
+        Dense(64 * s * s, 256, rng=rng, dtype=dtype), BatchNorm1D(256, dtype=dtype), ReLU(),
+        Dropout(0.3, rng=rng), Dense(256, num_classes, rng=rng, dtype=dtype)],
+        input_shape=(in_channels, image_size, image_size))
+
+
+PRESETS = {"lenet5": lenet5, "mnist-small": mnist_small, "digits-cnn": digits_cnn, "cifar-vgg": cifar_vgg}
+
+
+def build(name, in_channels=1, num_classes=10, image_size=28, rng=0):
+    """Build preset ``name`` for the given input."""
+    fn = PRESETS.get(name)
+    if fn is None:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)} "
+                          "or give a .json/.toml architecture file")
+    return fn(in_channels=in_channels, num_classes=num_classes, image_size=image_size, rng=rng)

@@ -1,0 +1,232 @@
+"""Optimisers and learning-rate schedules.
+
+Plain gradient descent is the deck's update  w <- w - lr * dL/dw.  Momentum, Nesterov, weight
+decay, Adam and AdamW follow PyTorch's ``torch.optim`` formulas exactly, so a numcnn model and a
+PyTorch model with the same weights take the same steps.
+"""
+from __future__ import annotations
+
+import math
+
+
+
+from .backend import get_array_module
+from .errors import ConfigError, StateError
+
+
+class Optimizer:
+    """Base: holds the parameter list, the learning rate and per-parameter state."""
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ConfigError(f"{type(self).__name__}: got an empty parameter list; pass "
+                              "model.parameters() of a model that has weights")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
+            raise ConfigError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
+        self.lr = float(lr)
+        self.state: list[dict] = [{} for _ in self.params]
+        self.steps = 0
+
+    def zero_grad(self):
+        """Forget the gradients of the last backward pass (they accumulate otherwise)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        if all(p.grad is None for p in self.params):
+            raise StateError(f"{type(self).__name__}.step(): no parameter has a gradient; call "
+                             "loss.backward() and model.backward(grad) before step()")
+        self.steps += 1
+        for p, st in zip(self.params, self.state):
+            if p.grad is not None:
+                self._update(p, st)
+
+    def _update(self, p, state):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"lr": self.lr}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_arrays(self) -> dict:
+        """Flat ``{"i.name": array}`` of per-parameter state (for safetensors checkpoints)."""
+        return {f"{i}.{k}": v for i, st in enumerate(self.state) for k, v in st.items()}
+
+    def load_state_arrays(self, arrays: dict, steps: int, lr: float | None = None):
+        """Restore what :meth:`state_arrays` gave; refuses state for a different model."""
+        new = [{} for _ in self.params]
+        for key, v in arrays.items():
+            i, _, name = key.partition(".")
+            if not i.isdigit() or int(i) >= len(self.params):
+                raise StateError(f"optimizer state has entry {key!r} but the model has only "
+                                 f"{len(self.params)} parameters: the checkpoint is from another model")
+            if v.shape != self.params[int(i)].shape:
+                raise StateError(f"optimizer state {key!r} has shape {tuple(v.shape)} but parameter "
+                                 f"{int(i)} has shape {tuple(self.params[int(i)].shape)}: the "
+                                 "checkpoint is from another model")
+            xp = get_array_module(self.params[int(i)].value)
+            new[int(i)][name] = xp.asarray(v, dtype=self.params[int(i)].dtype)
+        self.state = new
+        self.steps = int(steps)
+        if lr is not None:
+            self.lr = float(lr)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, PyTorch's formulas (dampening 0):
+
+        g = dL/dw + weight_decay * w
+        b = momentum * b + g                (b = g on the first step)
+        g = g + momentum * b if nesterov else b
+        w = w - lr * g
+
+    With ``momentum=0`` and ``weight_decay=0`` this is exactly the deck's w <- w - lr * dL/dw.
+    """
+
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, lr)
+        if momentum < 0 or weight_decay < 0:
+            raise ConfigError("SGD: momentum and weight_decay must be >= 0")
+        if nesterov and momentum <= 0:
+            raise ConfigError("SGD: nesterov=True needs momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+
+    def config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def _update(self, p, state):
+        g = p.grad
+        dt = p.value.dtype.type
+        if self.weight_decay:
+            g = g + dt(self.weight_decay) * p.value
+        if self.momentum:
+            buf = state.get("momentum")
+            if buf is None:
+                buf = state["momentum"] = g.copy()
+            else:
+                buf *= dt(self.momentum)
+                buf += g
+            g = g + dt(self.momentum) * buf if self.nesterov else buf
+        p.value -= dt(self.lr) * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's formulas; ``weight_decay`` is L2 added to the gradient.
+
+        m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
+        w = w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0 or weight_decay < 0:
+            raise ConfigError(f"{type(self).__name__}: need 0 <= betas < 1, eps > 0, weight_decay >= 0")
+        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+
+    def config(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+
+    def _update(self, p, state):
+        xp = get_array_module(p.value)
+        dt = p.value.dtype.type
+        b1, b2 = self.betas
+        g = p.grad
+        if self.weight_decay:
+            if self.decoupled:
+                p.value *= dt(1 - self.lr * self.weight_decay)
+            else:
+                g = g + dt(self.weight_decay) * p.value
+        if "m" not in state:
+            state["m"] = xp.zeros_like(p.value)
+            state["v"] = xp.zeros_like(p.value)
+        m, v = state["m"], state["v"]
+        m *= dt(b1)
+        m += dt(1 - b1) * g
+        v *= dt(b2)
+        v += dt(1 - b2) * g * g
+        t = self.steps
+        bc1 = 1 - b1 ** t
+        bc2 = 1 - b2 ** t
+        denom = xp.sqrt(v) / dt(math.sqrt(bc2))
+        denom += dt(self.eps)
+        p.value -= dt(self.lr / bc1) * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): w <- w (1 - lr wd) before Adam."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+# -- learning-rate schedules --------------------------------------------------------------------
+class StepLR:
+    """lr = base_lr * gamma ** (epoch // step_size), as ``torch.optim.lr_scheduler.StepLR``."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ConfigError(f"StepLR: step_size must be >= 1, got {step_size}")
+        self.optimizer, self.step_size, self.gamma = optimizer, int(step_size), float(gamma)
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+    def step(self):
+        """Call once per epoch, after the epoch's optimizer steps."""
+        self.epoch += 1
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class CosineLR(StepLR):
+    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2 (closed form of
+    ``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
+
+    def __init__(self, optimizer, t_max, eta_min=0.0):
+        if t_max < 1:
+            raise ConfigError(f"CosineLR: t_max must be >= 1, got {t_max}")
+        self.optimizer, self.t_max, self.eta_min = optimizer, int(t_max), float(eta_min)
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+
+    def lr_at(self, epoch):
+        e = min(epoch, self.t_max)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.t_max)) / 2
+
+
+class ConstantLR(StepLR):
+    """No schedule: the learning rate stays where it is."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.base_lr, self.epoch = optimizer, optimizer.lr, 0
+
+    def lr_at(self, epoch):
+        return self.base_lr
+
+
+def make_schedule(name, optimizer, epochs):
+    """``"constant"``, ``"step"`` (x0.1 every third of the run) or ``"cosine"`` over ``epochs``."""
+    if name in (None, "constant", "none"):
+        return ConstantLR(optimizer)
+    if name == "step":
+        return StepLR(optimizer, max(1, epochs // 3), 0.1)
+    if name == "cosine":
+        return CosineLR(optimizer, max(1, epochs))
+    raise ConfigError(f"unknown schedule {name!r}; choose constant, step or cosine")
+
+
