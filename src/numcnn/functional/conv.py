@@ -22,17 +22,18 @@ from dataclasses import dataclass
 
 from ..backend import get_array_module
 from ._util import conv_output_size
-from .im2col import col2im, im2col, pad2d, unpad2d
+from .im2col import col2im, col2im_wide, im2col, im2col_wide, pad2d, unpad2d
 
 
 @dataclass
 class ConvCache:
     """What the backward pass needs from the forward pass."""
-    cols: object           # (C, kh, kw, N, H', W') columns of the padded input
+    cols: object           # (C, kh, kw, N, H', W') columns of the padded input (W' = Wp if wide)
     x_shape: tuple         # (N, C, H, W) of the unpadded input
     stride: tuple
     padding: tuple
     dilation: tuple
+    wide: bool = False     # stride-1 fast path: output rows run the full padded width
 
 
 def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
@@ -45,12 +46,17 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     o, _, kh, kw = weight.shape
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    cols = im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo))
+    wide = stride == (1, 1)
+    if wide:
+        cols = im2col_wide(x, padding, (kh, kw), dilation, ho)
+    else:
+        cols = im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo))
     out = weight.reshape(o, -1) @ cols.reshape(c * kh * kw, -1)       # (O, N*H'*W'): one GEMM
     if bias is not None:
         out += bias[:, None]
-    out = xp.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
-    return out, ConvCache(cols, x.shape, stride, padding, dilation)
+    out = out.reshape(o, n, ho, cols.shape[-1])[..., :wo]
+    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3))
+    return out, ConvCache(cols, x.shape, stride, padding, dilation, wide)
 
 
 def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_input=True):
@@ -62,13 +68,21 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     xp = get_array_module(grad_out)
     o, c, kh, kw = weight.shape
     n, _, h, w = cache.x_shape
-    g = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, -1)   # (O, N*H'*W')
+    if cache.wide:   # zero gradient for the garbage columns of the wide layout
+        ho, wo = grad_out.shape[2:]
+        g = xp.zeros((o, n, ho, cache.cols.shape[-1]), dtype=grad_out.dtype)
+        g[..., :wo] = grad_out.transpose(1, 0, 2, 3)
+        g = g.reshape(o, -1)
+    else:
+        g = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, -1)   # (O, N*H'*W')
     cols = cache.cols.reshape(c * kh * kw, -1)
     dw = (g @ cols.T).reshape(weight.shape)
     db = g.sum(axis=1) if need_bias else None
     dx = None
     if need_input:
         dcols = (weight.reshape(o, -1).T @ g).reshape(cache.cols.shape)
+        if cache.wide:
+            return col2im_wide(dcols, cache.x_shape, cache.padding, cache.dilation), dw, db
         padded = (n, c, h + 2 * cache.padding[0], w + 2 * cache.padding[1])
         dx = col2im(dcols, padded, (kh, kw), cache.stride, cache.dilation)
         dx = xp.ascontiguousarray(unpad2d(dx, cache.padding))

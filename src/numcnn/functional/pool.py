@@ -53,15 +53,16 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0)):
     out_hw = _geometry(x.shape, kernel, stride, padding)
     xpad = pad2d(x, padding, value=-xp.inf)
     out = None
-    argmax = xp.zeros(x.shape[:2] + out_hw, dtype=xp.int16 if kernel[0] * kernel[1] < 32767 else xp.int32)
+    kdt = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
+    argmax = xp.zeros(x.shape[:2] + out_hw, dtype=kdt)
     for k, rows, cols in _offsets(kernel, stride, out_hw):
         s = xpad[:, :, rows, cols]
         if out is None:
             out = s.copy()
             continue
         better = s > out                     # strict: on ties the earlier offset keeps the win
-        xp.copyto(out, s, where=better)
-        argmax[better] = k
+        xp.maximum(out, s, out=out)
+        argmax = xp.where(better, kdt(k), argmax)
     return out, PoolCache(argmax, x.shape, kernel, stride, padding)
 
 
@@ -72,9 +73,13 @@ def max_pool2d_backward(grad_out, cache: PoolCache):
     ph, pw = cache.padding
     dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
     out_hw = grad_out.shape[2:]
-    zero = xp.zeros((), dtype=grad_out.dtype)
+    # windows that don't overlap write disjoint slices: assign instead of accumulating
+    disjoint = cache.stride[0] >= cache.kernel[0] and cache.stride[1] >= cache.kernel[1]
     for k, rows, cols in _offsets(cache.kernel, cache.stride, out_hw):
-        dx[:, :, rows, cols] += xp.where(cache.argmax == k, grad_out, zero)
+        if disjoint:
+            xp.multiply(grad_out, cache.argmax == k, out=dx[:, :, rows, cols])
+        else:
+            dx[:, :, rows, cols] += grad_out * (cache.argmax == k)
     return xp.ascontiguousarray(unpad2d(dx, cache.padding))
 
 

@@ -1,0 +1,243 @@
+"""Model files: one ``.safetensors`` file, weights plus the architecture as JSON, no pickle.
+
+Layout of a file written by :func:`save_model`:
+
+* tensors ``layers.{i}.{name}``: every parameter (``weight``, ``bias``) and buffer
+  (``running_mean``, ``running_var``) of layer ``i``;
+* metadata (strings): ``format`` = ``numcnn/1``, ``architecture`` (JSON of
+  ``Sequential.config()``), ``normalization`` (JSON ``{"mean": [...], "std": [...]}`` or ``null``),
+  ``classes`` (JSON list or ``null``);
+* checkpoints add tensors ``optim.{i}.{name}`` (optimizer state) and metadata ``checkpoint``
+  (JSON: epoch, batch, optimizer type/config/steps, history, random states).
+
+Files are written atomically: to a temporary file in the same folder, flushed and fsync'd, then
+renamed over the target, so a crash at any moment leaves either the old file or the new one.
+Loading never runs code from the file: the header is JSON, the tensors are raw little-endian
+arrays, and every name, shape and dtype is checked against the architecture before use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from .backend import to_numpy
+from .errors import ConfigError, ModelFileError, NumcnnError
+
+FORMAT = "numcnn/1"
+MAX_HEADER = 64 * 1024 * 1024
+_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "U8": np.uint8,
+           "I16": np.int16, "I32": np.int32, "I64": np.int64, "BOOL": np.bool_}
+_CODES = {np.dtype(v).str: k for k, v in _DTYPES.items()}
+
+
+def atomic_write(path, data: bytes):
+    """Write ``data`` to ``path`` via temp file + fsync + rename (never a half-written file)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def encode_safetensors(tensors: dict, metadata: dict) -> bytes:
+    """The bytes of a safetensors file (8-byte header length, JSON header, raw data)."""
+    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(to_numpy(tensors[name]))
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        code = _CODES.get(a.dtype.str)
+        if code is None:
+            raise ConfigError(f"cannot store tensor {name!r} of dtype {a.dtype}")
+        b = a.tobytes()
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
+        blobs.append(b)
+        offset += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def decode_safetensors(data: bytes, where="file"):
+    """Parse safetensors bytes into ``(tensors, metadata)``, checking every size first."""
+    if len(data) < 8:
+        raise ModelFileError(f"{where}: too short to be a safetensors file ({len(data)} bytes)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > min(MAX_HEADER, len(data) - 8):
+        raise ModelFileError(f"{where}: header claims {n} bytes but the file has {len(data) - 8} "
+                             "after the length field; the file is truncated or not a model file")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{where}: the header is not valid JSON ({exc}); not a model file") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{where}: the header is not a JSON object")
+    meta = header.pop("__metadata__", {}) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelFileError(f"{where}: __metadata__ must map names to strings")
+    body = memoryview(data)[8 + n:]
+    tensors = {}
+    for name, spec in header.items():
+        try:
+            dt = np.dtype(_DTYPES[spec["dtype"]])
+            shape = tuple(int(d) for d in spec["shape"])
+            start, end = (int(o) for o in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry {spec!r}") from None
+        count = 1
+        for d in shape:
+            if d < 0:
+                raise ModelFileError(f"{where}: tensor {name!r} has a negative dimension {shape}")
+            count *= d
+        if not 0 <= start <= end <= len(body) or end - start != count * dt.itemsize:
+            raise ModelFileError(f"{where}: tensor {name!r} ({spec['dtype']} {list(shape)}) does not "
+                                 f"fit its data offsets [{start}, {end}) in {len(body)} data bytes; "
+                                 "the file is truncated or corrupt")
+        tensors[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).reshape(shape).copy()
+    return tensors, meta
+
+
+def read_file(path, what="model file"):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{what} {path!r} is a folder; give the .safetensors file inside it")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def model_tensors(model) -> dict:
+    out = {}
+    for i, layer in enumerate(model.layers):
+        for name, p in layer.named_parameters().items():
+            out[f"layers.{i}.{name}"] = p.value
+        for name, b in layer.buffers().items():
+            out[f"layers.{i}.{name}"] = b
+    return out
+
+
+def model_metadata(model) -> dict:
+    norm = None
+    if model.normalization is not None:
+        mean, std = model.normalization
+        norm = {"mean": [float(v) for v in np.ravel(to_numpy(mean))],
+                "std": [float(v) for v in np.ravel(to_numpy(std))]}
+    return {"format": FORMAT, "architecture": json.dumps(model.config()),
+            "normalization": json.dumps(norm), "classes": json.dumps(model.classes)}
+
+
+def save_model(model, path, extra_tensors=None, extra_metadata=None):
+    """Write ``model`` (and, for checkpoints, extra tensors/metadata) atomically to ``path``."""
+    tensors = model_tensors(model)
+    tensors.update(extra_tensors or {})
+    meta = model_metadata(model)
+    meta.update(extra_metadata or {})
+    atomic_write(path, encode_safetensors(tensors, meta))
+
+
+def _json_meta(meta, key, where, default=None):
+    raw = meta.get(key)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{where}: metadata {key!r} is not valid JSON ({exc})") from None
+
+
+def model_from_parts(tensors, meta, where):
+    """Rebuild a Sequential from decoded tensors and metadata; refuses anything inconsistent."""
+    from .model import Sequential
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{where}: not a numcnn model file (format {meta.get('format')!r}, "
+                             f"expected {FORMAT!r})")
+    arch = _json_meta(meta, "architecture", where)
+    if arch is None:
+        raise ModelFileError(f"{where}: the metadata has no 'architecture'")
+    try:
+        model = Sequential.from_config(arch)
+    except NumcnnError as exc:
+        raise ModelFileError(f"{where}: bad architecture: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{where}: bad architecture: {exc}") from None
+    expected = model_tensors(model)
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise ModelFileError(f"{where}: missing tensor(s) {', '.join(missing)} for the stored architecture")
+    extra = sorted(k for k in tensors if k.startswith("layers.") and k not in expected)
+    if extra:
+        raise ModelFileError(f"{where}: unexpected tensor(s) {', '.join(extra)} not in the architecture")
+    dtypes = {tensors[k].dtype for k in expected}
+    if len(dtypes) > 1 or not all(d.kind == "f" and d.itemsize >= 4 for d in dtypes):
+        raise ModelFileError(f"{where}: tensors must all be float32 or all float64, got {sorted(map(str, dtypes))}")
+    for k, ref in expected.items():
+        if tensors[k].shape != ref.shape:
+            raise ModelFileError(f"{where}: tensor {k} has shape {tensors[k].shape}, the architecture "
+                                 f"needs {ref.shape}")
+        if not np.all(np.isfinite(tensors[k])):
+            raise ModelFileError(f"{where}: tensor {k} holds NaN or inf")
+    for i, layer in enumerate(model.layers):
+        for name, p in layer.named_parameters().items():
+            p.value = tensors[f"layers.{i}.{name}"]
+        for name in layer.buffers():
+            layer.set_buffer(name, tensors[f"layers.{i}.{name}"])
+    norm = _json_meta(meta, "normalization", where)
+    if norm is not None:
+        try:
+            mean = np.asarray(norm["mean"], dtype=np.float32)
+            std = np.asarray(norm["std"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{where}: bad normalization metadata {norm!r}") from None
+        if model.input_shape and mean.size not in (1, model.input_shape[0]) or mean.shape != std.shape \
+                or not np.all(np.isfinite(mean)) or not np.all(std > 0):
+            raise ModelFileError(f"{where}: bad normalization metadata {norm!r}")
+        model.normalization = (mean, std)
+    classes = _json_meta(meta, "classes", where)
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise ModelFileError(f"{where}: 'classes' must be a list of names")
+    model.classes = classes
+    return model
+
+
+def load_model(path):
+    """Load a model written by :func:`save_model` (or a checkpoint: its model part)."""
+    tensors, meta = decode_safetensors(read_file(path), where=os.fspath(path))
+    return model_from_parts(tensors, meta, os.fspath(path))
+
+
+def load_checkpoint(path):
+    """``(model, optimizer_arrays, info)`` from a checkpoint written by the trainer."""
+    where = os.fspath(path)
+    tensors, meta = decode_safetensors(read_file(path, "checkpoint"), where=where)
+    model = model_from_parts(tensors, meta, where)
+    info = _json_meta(meta, "checkpoint", where)
+    if not isinstance(info, dict):
+        raise ModelFileError(f"{where}: not a checkpoint (no 'checkpoint' metadata); it is a plain "
+                             "model file, which can be evaluated but not resumed")
+    optim = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
+    return model, optim, info
