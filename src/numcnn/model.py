@@ -212,6 +212,16 @@ class Sequential:
         inner = ",\n".join(f"  {l!r}" for l in self.layers)
         return f"Sequential([\n{inner}\n])"
 
+    def fit(self, train, val=None, resume=None, **kw):
+        """Train on ``train = (x, y)`` (or a DataLoader); see :class:`numcnn.training.Trainer`."""
+        from .training import fit
+        return fit(self, train, val, resume=resume, **kw)
+
+    def evaluate(self, x, y, batch_size=256, k=5):
+        """Accuracy, top-k, per-class metrics and confusion matrix (see :mod:`numcnn.metrics`)."""
+        from .training import evaluate
+        return evaluate(self, x, y, batch_size=batch_size, k=k)
+
     def save(self, path, **kw):
         """Write this model to a ``.safetensors`` file (see :mod:`numcnn.io`)."""
         from .io import save_model

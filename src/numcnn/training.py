@@ -1,0 +1,334 @@
+"""Training and evaluation: ``fit`` (mini-batch gradient descent with checkpoints) and ``evaluate``.
+
+One training step is the deck's recipe, for a mini-batch instead of one image:
+
+    logits = model.forward(x)            forward through every layer
+    loss   = CrossEntropy(logits, y)     how far off we are
+    model.backward(loss.backward())      dL/dz = y_hat - y, then the chain rule layer by layer
+    optimizer.step()                     w <- w - lr * dL/dw (plus momentum/Adam if chosen)
+
+Checkpoints (``out_dir/checkpoint.safetensors``) hold the weights, the optimizer state, the epoch
+and batch reached, the history and every random state, so resuming continues exactly where the
+run stopped: a resumed run and an uninterrupted one end bit-identical.  Ctrl-C finishes the
+current step, saves such a checkpoint and returns.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from .backend import to_numpy
+from .data.loader import DataLoader, compute_normalization
+from .errors import ConfigError, NonFiniteError, ShapeError, StateError
+from .functional import log_softmax
+from .io import atomic_write, load_checkpoint, save_model
+from .losses import CrossEntropy
+from .metrics import classification_report
+from .optim import OPTIMIZERS, Optimizer, make_schedule
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "images_per_s")
+
+
+class TrainingDiverged(NonFiniteError):
+    """The loss became NaN or infinite during training."""
+
+
+def _check_xy(x, y, what):
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 4:
+        raise ShapeError(f"{what}: images must be (N, C, H, W), got shape {x.shape}")
+    if y.shape != (len(x),):
+        raise ShapeError(f"{what}: labels must be shape ({len(x)},), got {y.shape}")
+    if len(x) == 0:
+        raise ConfigError(f"{what}: the dataset is empty")
+    return x, y
+
+
+def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
+    """Loss, accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+    ``x`` are raw images (uint8, normalised with the model's stored statistics) or prepared floats.
+    """
+    x, y = _check_xy(x, y, "evaluate")
+    if batch_size < 1:
+        raise ConfigError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+    if model.input_shape is not None and tuple(x.shape[1:]) != model.input_shape:
+        raise ShapeError(f"evaluate: the model takes images of shape {model.input_shape} but the "
+                         f"data has shape {tuple(x.shape[1:])}")
+    y = y.astype(np.int64)
+    probs, loss_sum = [], 0.0
+    for start in range(0, len(x), batch_size):
+        xb = model.prepare_input(x[start:start + batch_size])
+        logits = model.forward(xb, training=False)
+        logp = to_numpy(log_softmax(logits, axis=1)).astype(np.float64)
+        yb = y[start:start + batch_size]
+        if yb.size and (yb.min() < 0 or yb.max() >= logp.shape[1]):
+            raise ConfigError(f"evaluate: labels must be in [0, {logp.shape[1] - 1}], got "
+                              f"{int(yb.min())}..{int(yb.max())}")
+        loss_sum += -logp[np.arange(len(yb)), yb].sum()
+        probs.append(np.exp(logp))
+    names = class_names or model.classes
+    return classification_report(np.concatenate(probs), y, names, k=k, loss=loss_sum / len(x))
+
+
+class _StopFlag:
+    """Turns SIGINT (Ctrl-C) into a flag checked between steps, so no step is left half done."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.stop:                       # a second Ctrl-C: stop right now
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def make_optimizer(optimizer, params, lr=None, momentum=0.9, weight_decay=0.0):
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    name = str(optimizer).lower()
+    cls = OPTIMIZERS.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if name == "sgd":
+        return cls(params, lr=0.05 if lr is None else lr, momentum=momentum, weight_decay=weight_decay)
+    return cls(params, lr=1e-3 if lr is None else lr, weight_decay=weight_decay)
+
+
+class Trainer:
+    """Runs epochs of mini-batch training with history, checkpoints, early stopping and resume.
+
+    Args:
+        model: a :class:`numcnn.Sequential` producing logits.
+        optimizer: an Optimizer, or ``"sgd"``/``"adam"``/``"adamw"`` (with ``lr``).
+        loss: defaults to :class:`numcnn.losses.CrossEntropy`.
+        schedule: ``"constant"``, ``"step"`` or ``"cosine"`` (per epoch).
+        epochs, batch_size, seed: the run; ``seed`` fixes the shuffling and augmentation.
+        augment: a callable ``(x_uint8_batch, rng) -> batch`` (see :mod:`numcnn.data.augment`).
+        out_dir: where checkpoints, the best and final model and ``history.json`` go.
+        patience: early stopping after this many epochs without improvement of the validation
+            loss (training loss if there is no validation set); None disables it.
+        progress: show a tqdm bar per epoch.
+    """
+
+    def __init__(self, model, optimizer="sgd", loss=None, lr=None, momentum=0.9, weight_decay=0.0,
+                 schedule="constant", epochs=10, batch_size=64, seed=0, augment=None, out_dir=None,
+                 patience=None, progress=True):
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.model = model
+        self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+        self.loss = loss or CrossEntropy()
+        self.schedule_name = schedule
+        self.schedule = make_schedule(schedule, self.optimizer, epochs)
+        self.epochs, self.batch_size, self.seed = epochs, batch_size, int(seed)
+        self.augment = augment
+        self.out_dir = out_dir
+        self.patience = patience
+        self.progress = progress
+        self.history = {k: [] for k in HISTORY_KEYS}
+        self.best = math.inf
+        self.wait = 0
+        self.interrupted = False
+
+    # -- paths ----------------------------------------------------------------------------------
+    def _path(self, name):
+        return os.path.join(self.out_dir, name) if self.out_dir else None
+
+    @property
+    def checkpoint_path(self):
+        return self._path("checkpoint.safetensors")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _rng_states(self):
+        return {str(i): l._rng_state() for i, l in enumerate(self.model.layers) if l._rng_state() is not None}
+
+    def save_checkpoint(self, path, epoch, batch, partial):
+        opt = self.optimizer
+        info = {"epoch": epoch, "batch": batch, "partial": partial, "history": self.history,
+                "optimizer": {"type": type(opt).__name__, "config": opt.config(), "steps": opt.steps,
+                              "lr": opt.lr},
+                "schedule": self.schedule_name, "epochs": self.epochs, "batch_size": self.batch_size,
+                "seed": self.seed, "rng": self._rng_states(),
+                "early_stopping": {"best": None if math.isinf(self.best) else self.best, "wait": self.wait}}
+        tensors = {f"optim.{k}": v for k, v in opt.state_arrays().items()}
+        save_model(self.model, path, tensors, {"checkpoint": json.dumps(info)})
+
+    def restore(self, path):
+        """Load a checkpoint into this trainer's model and optimizer; returns (epoch, batch, partial)."""
+        ck_model, optim_arrays, info = load_checkpoint(path)
+        if ck_model.config()["layers"] != self.model.config()["layers"]:
+            raise StateError(f"resume: checkpoint {path!r} holds a different architecture than the "
+                             "model being trained; resume with the same model (or start fresh)")
+        if info["optimizer"]["type"] != type(self.optimizer).__name__:
+            raise StateError(f"resume: checkpoint was trained with {info['optimizer']['type']} but "
+                             f"this run uses {type(self.optimizer).__name__}")
+        if info.get("batch_size") != self.batch_size or info.get("seed") != self.seed:
+            raise StateError(f"resume: checkpoint used batch_size={info.get('batch_size')}, "
+                             f"seed={info.get('seed')}; this run has batch_size={self.batch_size}, "
+                             f"seed={self.seed}: resume with the same settings")
+        xp = self.model.xp
+        for mine, theirs in zip(self.model.layers, ck_model.layers):
+            for p, q in zip(mine.parameters(), theirs.parameters()):
+                p.value = xp.asarray(q.value)
+                p.grad = None
+            for name, b in theirs.buffers().items():
+                mine.set_buffer(name, xp.asarray(b))
+        self.model.normalization = ck_model.normalization
+        self.optimizer.params = self.model.parameters()
+        self.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"])
+        for i, st in info.get("rng", {}).items():
+            self.model.layers[int(i)]._set_rng_state(st)
+        self.history = {k: list(info["history"].get(k, [])) for k in HISTORY_KEYS}
+        es = info.get("early_stopping", {})
+        self.best = math.inf if es.get("best") is None else es["best"]
+        self.wait = es.get("wait", 0)
+        return int(info["epoch"]), int(info["batch"]), info.get("partial")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self, train, val=None, resume=None):
+        """Train; returns the history dict (per-epoch lists under :data:`HISTORY_KEYS`)."""
+        model = self.model
+        if isinstance(train, DataLoader):
+            loader = train
+        else:
+            x, y = _check_xy(*train, "fit")
+            if model.input_shape is not None and tuple(x.shape[1:]) != model.input_shape:
+                raise ShapeError(f"fit: the model takes images of shape {model.input_shape} (C, H, W) "
+                                 f"but the training data has shape {tuple(x.shape[1:])}")
+            if model.normalization is None:
+                model.normalization = compute_normalization(x)
+            loader = DataLoader(x, y, self.batch_size, shuffle=True, seed=self.seed,
+                                normalize=model.normalization, augment=self.augment,
+                                dtype=model.dtype)
+        if val is not None:
+            val = _check_xy(*val, "fit (validation data)")
+        start_epoch, start_batch, partial = 0, 0, None
+        if resume is not None:
+            start_epoch, start_batch, partial = self.restore(resume)
+            if not isinstance(train, DataLoader):
+                loader.normalize = model.normalization
+        if self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+        with _StopFlag() as flag:
+            for epoch in range(start_epoch, self.epochs):
+                stopped = self._run_epoch(loader, val, epoch, start_batch if epoch == start_epoch else 0,
+                                          partial if epoch == start_epoch else None, flag)
+                if stopped:
+                    self.interrupted = True
+                    break
+                if self.patience is not None and self.wait >= self.patience:
+                    break
+        if self.out_dir and not self.interrupted:
+            save_model(model, self._path("model.safetensors"))
+        return self.history
+
+    def _run_epoch(self, loader, val, epoch, first_batch, partial, flag):
+        model, opt, loss_fn = self.model, self.optimizer, self.loss
+        self.schedule.set_epoch(epoch)
+        n_batches = len(loader)
+        seen = partial["seen"] if partial else 0
+        loss_sum = partial["loss_sum"] if partial else 0.0
+        correct = partial["correct"] if partial else 0
+        t0 = time.perf_counter()
+        t_prev = partial["time"] if partial else 0.0
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=n_batches, initial=first_batch, desc=f"epoch {epoch + 1}/{self.epochs}",
+                       unit="batch", leave=True, dynamic_ncols=True)
+        xp = model.xp
+        try:
+            for k, (xb, yb) in enumerate(loader.iter_from(epoch, first_batch), start=first_batch):
+                if xp is not np:
+                    xb, yb_dev = xp.asarray(xb), xp.asarray(yb)
+                else:
+                    yb_dev = yb
+                try:
+                    logits = model.forward(xb, training=True)
+                    loss = loss_fn.forward(logits, yb_dev)
+                except NonFiniteError as exc:
+                    last = f"; the last good checkpoint {self.checkpoint_path} is intact" if self.checkpoint_path and os.path.exists(self.checkpoint_path) else ""
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch + 1}, step {k + 1}: {exc}. The learning "
+                        f"rate ({opt.lr:g}) is probably too high: lower it (e.g. by 10x){last}") from None
+                model.backward(loss_fn.backward())
+                opt.step()
+                opt.zero_grad()
+                seen += len(yb)
+                loss_sum += loss * len(yb)
+                correct += int((to_numpy(logits.argmax(axis=1)) == yb).sum())
+                if bar is not None:
+                    el = t_prev + time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                    img_s=f"{seen / max(el, 1e-9):,.0f}", refresh=False)
+                    bar.update(1)
+                if flag.stop and k + 1 < n_batches:
+                    if self.checkpoint_path:
+                        self.save_checkpoint(self.checkpoint_path, epoch, k + 1,
+                                             {"seen": seen, "loss_sum": loss_sum, "correct": correct,
+                                              "time": t_prev + time.perf_counter() - t0})
+                    return True
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = t_prev + time.perf_counter() - t0
+        h = self.history
+        h["epoch"].append(epoch + 1)
+        h["train_loss"].append(loss_sum / seen)
+        h["train_acc"].append(correct / seen)
+        h["lr"].append(opt.lr)
+        h["time"].append(elapsed)
+        h["images_per_s"].append(seen / max(elapsed, 1e-9))
+        monitor = loss_sum / seen
+        if val is not None:
+            rep = evaluate(model, *val, batch_size=256)
+            h["val_loss"].append(rep["loss"])
+            h["val_acc"].append(rep["accuracy"])
+            monitor = rep["loss"]
+        else:
+            h["val_loss"].append(None)
+            h["val_acc"].append(None)
+        if self.progress:
+            msg = f"epoch {epoch + 1}: loss {h['train_loss'][-1]:.4f}, acc {h['train_acc'][-1] * 100:.2f}%"
+            if val is not None:
+                msg += f", val loss {h['val_loss'][-1]:.4f}, val acc {h['val_acc'][-1] * 100:.2f}%"
+            msg += f", {h['images_per_s'][-1]:,.0f} img/s, {elapsed:.1f}s"
+            from tqdm.auto import tqdm
+            tqdm.write(msg)
+        improved = monitor < self.best
+        if improved:
+            self.best, self.wait = monitor, 0
+        else:
+            self.wait += 1
+        if self.out_dir:
+            if improved:
+                save_model(model, self._path("best.safetensors"))
+            self.save_checkpoint(self.checkpoint_path, epoch + 1, 0, None)
+            atomic_write(self._path("history.json"), json.dumps(h, indent=1).encode())
+        return flag.stop
+
+
+def fit(model, train, val=None, resume=None, **kw):
+    """``Trainer(model, **kw).fit(train, val, resume)``; returns the history."""
+    return Trainer(model, **kw).fit(train, val, resume=resume)
