@@ -24,6 +24,11 @@ class Sequential:
         classes: optional class names, stored in model files.
     """
 
+    #: layout of 4-D tensors between layers: "CNHW" (channels first: the convolution GEMM's
+    #: natural output, so no transposed copies between layers) or "NCHW".  Inputs, outputs and
+    #: gradients at the model's boundary are always (N, C, H, W).
+    internal_layout = "CNHW"
+
     def __init__(self, layers, input_shape=None, normalization=None, classes=None):
         layers = list(layers)
         for i, layer in enumerate(layers):
@@ -45,15 +50,27 @@ class Sequential:
 
     # -- running --------------------------------------------------------------------------------
     def forward(self, x, training=True):
+        """Run every layer; ``x`` is (N, C, H, W) (or (N, features)), the output likewise."""
+        cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
+        layout = "CNHW" if cnhw else "NCHW"
+        if cnhw:
+            x = x.transpose(1, 0, 2, 3)            # a view: the first layer copies it anyway
         for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
+            x = layer.forward(x, training=training, layout=layout)
+        self._in_cnhw = cnhw
+        self._out_cnhw = cnhw and x.ndim == 4
+        return x.transpose(1, 0, 2, 3) if self._out_cnhw else x
 
     __call__ = forward
 
     def backward(self, grad):
+        """Back through every layer in reverse; returns dL/dx (None if no layer needs it)."""
+        if getattr(self, "_out_cnhw", False):
+            grad = grad.transpose(1, 0, 2, 3)
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+        if getattr(self, "_in_cnhw", False) and grad is not None and grad.ndim == 4:
+            grad = get_array_module(grad).ascontiguousarray(grad.transpose(1, 0, 2, 3))
         return grad
 
     def parameters(self):

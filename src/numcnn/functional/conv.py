@@ -34,29 +34,33 @@ class ConvCache:
     padding: tuple
     dilation: tuple
     wide: bool = False     # stride-1 fast path: output rows run the full padded width
+    layout: str = "NCHW"   # or "CNHW": channels first, the layout Sequential uses inside
 
 
-def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                   layout="NCHW"):
     """Convolve ``x`` with ``weight`` and add ``bias``; returns ``(out, cache)``.
 
     ``stride``, ``padding`` and ``dilation`` are ``(h, w)`` pairs.  The caller validates shapes.
+    With ``layout="CNHW"`` input and output are ``(C, N, H, W)``: the GEMM's natural output
+    layout, so a network that stays in it needs no transposed copies between layers.
     """
     xp = get_array_module(x)
-    n, c, h, w = x.shape
+    n, c, h, w = x.shape if layout == "NCHW" else (x.shape[1], x.shape[0]) + x.shape[2:]
     o, _, kh, kw = weight.shape
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
     wide = stride == (1, 1)
     if wide:
-        cols = im2col_wide(x, padding, (kh, kw), dilation, ho)
+        cols = im2col_wide(x, padding, (kh, kw), dilation, ho, layout)
     else:
-        cols = im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo))
+        cols = im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo), layout=layout)
     out = weight.reshape(o, -1) @ cols.reshape(c * kh * kw, -1)       # (O, N*H'*W'): one GEMM
     if bias is not None:
         out += bias[:, None]
     out = out.reshape(o, n, ho, cols.shape[-1])[..., :wo]
-    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3))
-    return out, ConvCache(cols, x.shape, stride, padding, dilation, wide)
+    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3) if layout == "NCHW" else out)
+    return out, ConvCache(cols, x.shape, stride, padding, dilation, wide, layout)
 
 
 def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_input=True):
@@ -67,14 +71,16 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     """
     xp = get_array_module(grad_out)
     o, c, kh, kw = weight.shape
-    n, _, h, w = cache.x_shape
+    cnhw = cache.layout == "CNHW"
+    n, _, h, w = (cache.x_shape[1], cache.x_shape[0]) + cache.x_shape[2:] if cnhw else cache.x_shape
+    g_on = grad_out if cnhw else grad_out.transpose(1, 0, 2, 3)           # (O, N, H', W') view
     if cache.wide:   # zero gradient for the garbage columns of the wide layout
         ho, wo = grad_out.shape[2:]
         g = xp.zeros((o, n, ho, cache.cols.shape[-1]), dtype=grad_out.dtype)
-        g[..., :wo] = grad_out.transpose(1, 0, 2, 3)
+        g[..., :wo] = g_on
         g = g.reshape(o, -1)
     else:
-        g = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3)).reshape(o, -1)   # (O, N*H'*W')
+        g = xp.ascontiguousarray(g_on).reshape(o, -1)                           # (O, N*H'*W')
     cols = cache.cols.reshape(c * kh * kw, -1)
     dw = (g @ cols.T).reshape(weight.shape)
     db = g.sum(axis=1) if need_bias else None
@@ -82,9 +88,9 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     if need_input:
         dcols = (weight.reshape(o, -1).T @ g).reshape(cache.cols.shape)
         if cache.wide:
-            return col2im_wide(dcols, cache.x_shape, cache.padding, cache.dilation), dw, db
+            return col2im_wide(dcols, cache.x_shape, cache.padding, cache.dilation, cache.layout), dw, db
         padded = (n, c, h + 2 * cache.padding[0], w + 2 * cache.padding[1])
-        dx = col2im(dcols, padded, (kh, kw), cache.stride, cache.dilation)
+        dx = col2im(dcols, padded, (kh, kw), cache.stride, cache.dilation, cache.layout)
         dx = xp.ascontiguousarray(unpad2d(dx, cache.padding))
     return dx, dw, db
 

@@ -45,7 +45,7 @@ def window_slice(offset, stride, dilation, out_size):
     return slice(start, start + stride * (out_size - 1) + 1, stride)
 
 
-def im2col(x_padded, kernel, stride, dilation, out_hw, out=None):
+def im2col(x_padded, kernel, stride, dilation, out_hw, out=None, layout="NCHW"):
     """Copy every receptive field of a padded input into columns.
 
     Args:
@@ -53,18 +53,19 @@ def im2col(x_padded, kernel, stride, dilation, out_hw, out=None):
         kernel, stride, dilation: ``(kh, kw)``, ``(sh, sw)``, ``(dh, dw)``.
         out_hw: ``(H', W')``, from :func:`conv_output_size`.
         out: optional reusable buffer of shape ``(C, kh, kw, N, H', W')``.
+        layout: ``"NCHW"``, or ``"CNHW"`` when ``x_padded`` is ``(C, N, Hp, Wp)``.
 
     Returns:
         ``cols`` of shape ``(C, kh, kw, N, H', W')``; ``cols.reshape(C*kh*kw, -1)`` is the GEMM
         operand, with ``cols[c, i, j, n, y, x] = x_padded[n, c, y*sh + i*dh, x*sw + j*dw]``.
     """
     xp = get_array_module(x_padded)
-    n, c = x_padded.shape[:2]
+    xt = x_padded.transpose(1, 0, 2, 3) if layout == "NCHW" else x_padded  # (C, N, Hp, Wp) view
+    c, n = xt.shape[:2]
     kh, kw = kernel
     ho, wo = out_hw
     if out is None:
         out = xp.empty((c, kh, kw, n, ho, wo), dtype=x_padded.dtype)
-    xt = x_padded.transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): a view, no copy
     for i in range(kh):
         rows = window_slice(i, stride[0], dilation[0], ho)
         for j in range(kw):
@@ -72,7 +73,7 @@ def im2col(x_padded, kernel, stride, dilation, out_hw, out=None):
     return out
 
 
-def col2im(cols, padded_shape, kernel, stride, dilation):
+def col2im(cols, padded_shape, kernel, stride, dilation, layout="NCHW"):
     """Adjoint of :func:`im2col`: sum each column entry back onto the pixel it came from.
 
     Args:
@@ -80,7 +81,8 @@ def col2im(cols, padded_shape, kernel, stride, dilation):
         padded_shape: ``(N, C, Hp, Wp)`` of the padded input.
 
     Returns:
-        ``(N, C, Hp, Wp)`` gradient with respect to the padded input.
+        ``(N, C, Hp, Wp)`` gradient with respect to the padded input (a view of a
+        ``(C, N, Hp, Wp)`` array, which is returned as is when ``layout`` is ``"CNHW"``).
     """
     xp = get_array_module(cols)
     c, kh, kw, n, ho, wo = cols.shape
@@ -89,7 +91,7 @@ def col2im(cols, padded_shape, kernel, stride, dilation):
         rows = window_slice(i, stride[0], dilation[0], ho)
         for j in range(kw):
             dx[:, :, rows, window_slice(j, stride[1], dilation[1], wo)] += cols[:, i, j]
-    return dx.transpose(1, 0, 2, 3)
+    return dx.transpose(1, 0, 2, 3) if layout == "NCHW" else dx
 
 
 # -- the "wide" fast path for stride 1 -----------------------------------------------------------
@@ -101,33 +103,43 @@ def col2im(cols, padded_shape, kernel, stride, dilation):
 # GEMM that is Wp / W' larger.
 
 def padded_flat(x, padding, slack):
-    """``x`` zero-padded into a flat buffer with ``slack`` spare zeros at the end.
+    """``x`` (any 4-D layout) zero-padded into a flat buffer with ``slack`` spare zeros at the end.
 
-    Returns ``(buf, view)``: ``view`` is the padded ``(N, C, Hp, Wp)`` array living in ``buf``.
+    Returns ``(buf, view)``: ``view`` is the padded ``(A, B, Hp, Wp)`` array living in ``buf``.
     """
     xp = get_array_module(x)
-    n, c, h, w = x.shape
+    a, b, h, w = x.shape
     ph, pw = padding
     hp, wp = h + 2 * ph, w + 2 * pw
-    buf = xp.zeros(n * c * hp * wp + slack, dtype=x.dtype)
-    view = buf[:n * c * hp * wp].reshape(n, c, hp, wp)
+    buf = xp.zeros(a * b * hp * wp + slack, dtype=x.dtype)
+    view = buf[:a * b * hp * wp].reshape(a, b, hp, wp)
     view[:, :, ph:ph + h, pw:pw + w] = x
     return buf, view
 
 
-def _runs(buf, shape_ncp, offset, run):
+def _runs(buf, n, c, plane, offset, run, layout):
     """A ``(C, N, run)`` strided view into ``buf`` starting at ``offset`` in every plane."""
     xp = get_array_module(buf)
-    n, c, plane = shape_ncp
     item = buf.itemsize
-    return xp.lib.stride_tricks.as_strided(buf[offset:], shape=(c, n, run),
-                                           strides=(plane * item, c * plane * item, item))
+    if layout == "NCHW":
+        strides = (plane * item, c * plane * item, item)
+    else:
+        strides = (n * plane * item, plane * item, item)
+    return xp.lib.stride_tricks.as_strided(buf[offset:], shape=(c, n, run), strides=strides)
 
 
-def im2col_wide(x, padding, kernel, dilation, out_h):
-    """Columns ``(C, kh, kw, N, H', Wp)`` for a stride-1 convolution (see above)."""
+def _split(shape, layout):
+    a, b, h, w = shape
+    return (a, b, h, w) if layout == "NCHW" else (b, a, h, w)
+
+
+def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW"):
+    """Columns ``(C, kh, kw, N, H', Wp)`` for a stride-1 convolution (see above).
+
+    ``x`` is ``(N, C, H, W)``, or ``(C, N, H, W)`` when ``layout`` is ``"CNHW"``.
+    """
     xp = get_array_module(x)
-    n, c, h, w = x.shape
+    n, c, h, w = _split(x.shape, layout)
     kh, kw = kernel
     hp, wp = h + 2 * padding[0], w + 2 * padding[1]
     slack = (kw - 1) * dilation[1] + 1
@@ -135,22 +147,23 @@ def im2col_wide(x, padding, kernel, dilation, out_h):
     cols = xp.empty((c, kh, kw, n, out_h * wp), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, i, j] = _runs(buf, (n, c, hp * wp), i * dilation[0] * wp + j * dilation[1], out_h * wp)
+            cols[:, i, j] = _runs(buf, n, c, hp * wp, i * dilation[0] * wp + j * dilation[1],
+                                  out_h * wp, layout)
     return cols.reshape(c, kh, kw, n, out_h, wp)
 
 
-def col2im_wide(dcols, x_shape, padding, dilation):
-    """Adjoint of :func:`im2col_wide`: returns dL/dx of shape ``x_shape`` (N, C, H, W)."""
+def col2im_wide(dcols, x_shape, padding, dilation, layout="NCHW"):
+    """Adjoint of :func:`im2col_wide`: returns dL/dx of shape ``x_shape`` (in ``layout``)."""
     xp = get_array_module(dcols)
     c, kh, kw, n, out_h, wp = dcols.shape
-    _, _, h, w = x_shape
+    h, w = x_shape[2:]
     hp = h + 2 * padding[0]
     slack = (kw - 1) * dilation[1] + 1
     buf = xp.zeros(n * c * hp * wp + slack, dtype=dcols.dtype)
     flat = dcols.reshape(c, kh, kw, n, out_h * wp)
     for i in range(kh):
         for j in range(kw):
-            v = _runs(buf, (n, c, hp * wp), i * dilation[0] * wp + j * dilation[1], out_h * wp)
+            v = _runs(buf, n, c, hp * wp, i * dilation[0] * wp + j * dilation[1], out_h * wp, layout)
             v += flat[:, i, j]
-    dx = buf[:n * c * hp * wp].reshape(n, c, hp, wp)
+    dx = buf[:n * c * hp * wp].reshape(x_shape[0], x_shape[1], hp, wp)
     return xp.ascontiguousarray(dx[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])

@@ -29,22 +29,27 @@ class NormCache:
     training: bool
 
 
-def _axes_and_shape(x):
+def _axes_and_shape(x, layout="NCHW"):
     if x.ndim == 2:
         return (0,), (1, -1)
+    if layout == "CNHW":
+        return (1, 2, 3), (-1, 1, 1, 1)
     return (0, 2, 3), (1, -1, 1, 1)
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training=True,
-                       momentum=0.1, eps=1e-5):
-    """Returns ``(y, cache)``; updates ``running_mean``/``running_var`` in place when training."""
+                       momentum=0.1, eps=1e-5, layout="NCHW"):
+    """Returns ``(y, cache)``; updates ``running_mean``/``running_var`` in place when training.
+
+    ``layout="CNHW"`` takes (C, N, H, W) input (channels on axis 0).
+    """
     xp = get_array_module(x)
-    axes, bshape = _axes_and_shape(x)
+    axes, bshape = _axes_and_shape(x, layout)
     if training:
         mu = x.mean(axis=axes)
         xc = x - mu.reshape(bshape)
         var = (xc * xc).mean(axis=axes)
-        m = x.size // x.shape[1]
+        m = x.size // gamma.shape[0]
         running_mean *= 1 - momentum
         running_mean += momentum * mu
         running_var *= 1 - momentum
@@ -67,8 +72,8 @@ def batch_norm_backward(grad_out, cache: NormCache):
     scale = cache.gamma * cache.inv_std
     if not cache.training:
         return grad_out * scale, dgamma, dbeta
-    m = grad_out.size // grad_out.shape[1]
     bshape = cache.gamma.shape
+    m = grad_out.size // cache.gamma.size
     mean_g = (dbeta / m).reshape(bshape)
     mean_gx = (dgamma / m).reshape(bshape)
     dx = scale * (grad_out - mean_g - cache.x_hat * mean_gx)

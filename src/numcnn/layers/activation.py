@@ -18,8 +18,8 @@ class _Elementwise(Layer):
             n *= d
         return n
 
-    def forward(self, x, training=True):
-        self._check_input(x, (2, 3, 4), "(N, ...)")
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
         out = self._f(x)
         self._cache = out
         return out
@@ -58,8 +58,8 @@ class LeakyReLU(_Elementwise):
     def config(self):
         return {"negative_slope": self.negative_slope}
 
-    def forward(self, x, training=True):
-        self._check_input(x, (2, 3, 4), "(N, ...)")
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
         self._cache = x
         return F.leaky_relu(x, self.negative_slope)
 
@@ -74,7 +74,7 @@ class Softmax(_Elementwise):
     ``Sequential.predict`` applies softmax itself.
     """
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, 2, "(N, classes)")
         out = F.softmax(x, axis=1)
         self._cache = out

@@ -65,7 +65,7 @@ class Layer:
         REGISTRY[cls.__name__] = cls
 
     # -- the contract -------------------------------------------------------------------------
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, layout="NCHW"):
         raise NotImplementedError
 
     def backward(self, grad_out):
@@ -73,6 +73,10 @@ class Layer:
 
     def __call__(self, x, training=True):
         return self.forward(x, training=training)
+
+    # ``layout``: 4-D tensors are (N, C, H, W) for every caller; Sequential passes "CNHW"
+    # between its layers (the GEMM's natural layout, see functional/conv.py), and the layers
+    # whose maths depends on the channel axis (Conv2D, BatchNorm2D, Flatten) follow it.
 
     def config(self) -> dict:
         """Constructor arguments (JSON-friendly) that rebuild this layer."""
@@ -134,27 +138,36 @@ class Layer:
         self._cache = None
         return cache
 
-    def _check_input(self, x, ndim, what, channels=None, channel_axis=1):
-        """Validate ``x`` at the boundary: array type, rank, channel count, dtype, finiteness."""
+    def _check_input(self, x, ndim, what, channels=None, layout="NCHW"):
+        """Validate ``x`` at the boundary: array type, rank, channel count, dtype, finiteness.
+
+        Messages always show the (N, C, H, W) shape the user knows, whatever ``layout``.
+        """
+        channel_axis = 0 if layout == "CNHW" and getattr(x, "ndim", 0) == 4 else 1
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             raise ShapeError(f"{self!r}: expected an array of shape {what}, got "
                              f"{type(x).__name__}; convert it with numpy.asarray first")
+        shape = tuple(x.shape)
+        if channel_axis == 0:
+            shape = (shape[1], shape[0]) + shape[2:]
         if x.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
-            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape {tuple(x.shape)} "
+            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape {shape} "
                              f"({x.ndim} dimensions)")
         if channels is not None and x.shape[channel_axis] != channels:
             raise ShapeError(f"{self!r}: expected input of shape {what} with {channels} "
                              f"{'channels' if x.ndim == 4 else 'features'}, got shape "
-                             f"{tuple(x.shape)} ({x.shape[channel_axis]}); check the previous "
+                             f"{shape} ({x.shape[channel_axis]}); check the previous "
                              "layer's output size or the data's channel count")
-        if x.shape[0] == 0:
-            raise ShapeError(f"{self!r}: got an empty batch (shape {tuple(x.shape)})")
+        if x.shape[1 - channel_axis if x.ndim == 4 else 0] == 0:
+            raise ShapeError(f"{self!r}: got an empty batch (shape {shape})")
         if x.dtype.kind != "f" or x.dtype.itemsize < 4:
-            raise DTypeError(f"{self!r}: expected float32 or float64 input, got {x.dtype}; "
+            raise DTypeError(f"{self!r}: expected float32 or float64 input, got {x.dtype} "
+                             f"(input shape {shape}); "
                              "convert with x.astype(numpy.float32) (and scale uint8 images)")
         params = self.parameters()
         if params and params[0].value.dtype != x.dtype:
-            raise DTypeError(f"{self!r}: input is {x.dtype} but the layer's parameters are "
+            raise DTypeError(f"{self!r}: input of shape {shape} is {x.dtype} but the "
+                             "layer's parameters are "
                              f"{params[0].value.dtype}; numcnn never mixes them silently: cast "
                              f"the input, or the model with model.astype(numpy.{x.dtype})")
         if getattr(self, "check_finite", True):
@@ -174,7 +187,8 @@ def check_finite(x, where: str):
         bad = ~xp.isfinite(x)
         if bool(bad.any()):
             count = int(bad.sum())
-            raise NonFiniteError(f"{where}: input has {count} NaN/inf value(s) of {x.size}; "
+            raise NonFiniteError(f"{where}: input of shape {shape} has {count} NaN/inf "
+                                 f"value(s) of {x.size}; "
                                  "clean the data, or lower the learning rate if this appears "
                                  "during training")
 

@@ -74,8 +74,8 @@ class Conv2D(Layer):
         k = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         return 2 * k * o * ho * wo + (o * ho * wo if self.bias is not None else 0)
 
-    def forward(self, x, training=True):
-        self._check_input(x, 4, f"(N, {self.in_channels}, H, W)", self.in_channels)
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, 4, f"(N, {self.in_channels}, H, W)", self.in_channels, layout)
         h, w = x.shape[2:]
         eff = [self.dilation[i] * (self.kernel_size[i] - 1) + 1 for i in range(2)]
         if h + 2 * self.padding[0] < eff[0] or w + 2 * self.padding[1] < eff[1]:
@@ -85,7 +85,7 @@ class Conv2D(Layer):
                              "padding or a smaller kernel")
         out, self._cache = F.conv2d_forward(
             x, self.weight.value, None if self.bias is None else self.bias.value,
-            self.stride, self.padding, self.dilation)
+            self.stride, self.padding, self.dilation, layout)
         return out
 
     def backward(self, grad_out):
@@ -97,6 +97,10 @@ class Conv2D(Layer):
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx
+
+
+def _nchw(shape, layout):
+    return tuple(shape) if layout == "NCHW" else (shape[1], shape[0]) + tuple(shape[2:])
 
 
 def _short(v):

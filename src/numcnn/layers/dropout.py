@@ -23,8 +23,8 @@ class Dropout(Layer):
     def config(self):
         return {"p": self.p}
 
-    def forward(self, x, training=True):
-        self._check_input(x, (2, 3, 4), "(N, ...)")
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
         if not training or self.p == 0.0:
             self._cache = 1
             return x

@@ -39,7 +39,7 @@ class Dense(Layer):
     def flops(self, input_shape):
         return 2 * self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, 2, f"(N, {self.in_features})", self.in_features)
         self._cache = x
         return F.linear_forward(x, self.weight.value, None if self.bias is None else self.bias.value)
@@ -66,10 +66,17 @@ class Flatten(Layer):
             n *= d
         return (n,)
 
-    def forward(self, x, training=True):
-        self._check_input(x, (2, 3, 4), "(N, ...)")
-        self._cache = x.shape
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
+        if layout == "CNHW" and x.ndim == 4:      # back to each sample's (C, H, W) order
+            self._cache = ("CNHW", x.shape)
+            return F.flatten(x.transpose(1, 0, 2, 3))
+        self._cache = ("NCHW", x.shape)
         return F.flatten(x)
 
     def backward(self, grad_out):
-        return F.flatten_backward(grad_out, self._need_cache())
+        layout, shape = self._need_cache()
+        if layout == "CNHW":
+            c, n, h, w = shape
+            return F.flatten_backward(grad_out, (n, c, h, w)).transpose(1, 0, 2, 3).copy()
+        return F.flatten_backward(grad_out, shape)

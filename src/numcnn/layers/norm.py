@@ -38,16 +38,16 @@ class _BatchNorm(Layer):
             n *= d
         return 4 * n
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, self._ndim, self._shape_text.replace("C", str(self.num_features)),
-                          self.num_features)
-        if training and x.size // x.shape[1] < 2:
+                          self.num_features, layout)
+        if training and x.size // self.num_features < 2:
             raise ConfigError(f"{self!r}: training needs more than one value per channel to "
                               f"compute batch statistics, got input shape {tuple(x.shape)}; use "
                               "a batch size > 1")
         y, self._cache = F.batch_norm_forward(x, self.weight.value, self.bias.value,
                                               self.running_mean, self.running_var, training,
-                                              self.momentum, self.eps)
+                                              self.momentum, self.eps, layout)
         return y
 
     def backward(self, grad_out):

@@ -42,8 +42,8 @@ class _Pool2D(Layer):
         c, ho, wo = self.output_shape(input_shape)
         return c * ho * wo * self.kernel_size[0] * self.kernel_size[1]
 
-    def forward(self, x, training=True):
-        self._check_input(x, 4, "(N, C, H, W)")
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, 4, "(N, C, H, W)", layout=layout)
         h, w = x.shape[2:]
         if h + 2 * self.padding[0] < self.kernel_size[0] or w + 2 * self.padding[1] < self.kernel_size[1]:
             raise ShapeError(f"{self!r}: the window {self.kernel_size} is larger than the padded "
