@@ -171,7 +171,7 @@ class Layer:
                              f"{params[0].value.dtype}; numcnn never mixes them silently: cast "
                              f"the input, or the model with model.astype(numpy.{x.dtype})")
         if getattr(self, "check_finite", True):
-            check_finite(x, repr(self))
+            check_finite(x, repr(self), shape)
 
     def _rng_state(self):
         return None
@@ -180,8 +180,13 @@ class Layer:
         pass
 
 
-def check_finite(x, where: str):
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one cheap reduction first)."""
+def check_finite(x, where: str, shape=None):
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one cheap reduction first).
+
+    ``shape`` is the shape to report (the user's (N, C, H, W) view); ``x.shape`` by default.
+    """
+    if shape is None:
+        shape = tuple(x.shape)
     xp = get_array_module(x)
     if not bool(xp.isfinite(x.sum())):
         bad = ~xp.isfinite(x)
