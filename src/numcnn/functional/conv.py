@@ -9,7 +9,9 @@ Shapes:
 
 Forward (the deck's "O = sum I * K" plus bias):
     out[n, o, y, x] = b[o] + sum_{c,i,j} K[o, c, i, j] * I_pad[n, c, y*sh + i*dh, x*sw + j*dw]
-computed as one GEMM over im2col columns: out = W.reshape(O, -1) @ cols.
+computed as one GEMM over im2col columns: out = W.reshape(O, -1) @ cols.  The bias rides along
+in the same GEMM as one extra weight column times a row of ones under the columns, and the same
+row gives dL/db = dL/dO @ 1 for free in the backward GEMM.
 
 Backward (the deck's chain rule, dL/dK_i = sum_j dL/dO_j * dO_j/dK_i with dO_j/dK_i = I_i):
     dL/dK = dL/dO @ cols^T         every output position j contributes dL/dO_j times its window
@@ -28,7 +30,7 @@ from .im2col import col2im, col2im_wide, im2col, im2col_wide, pad2d, unpad2d
 @dataclass
 class ConvCache:
     """What the backward pass needs from the forward pass."""
-    cols: object           # (C, kh, kw, N, H', W') columns of the padded input (W' = Wp if wide)
+    cols: object           # (C*kh*kw [+1 ones row for the bias], N*H'*W') columns (W' = Wp if wide)
     x_shape: tuple         # (N, C, H, W) of the unpadded input
     stride: tuple
     padding: tuple
@@ -51,16 +53,26 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
     wide = stride == (1, 1)
+    k = c * kh * kw
+    width = w + 2 * padding[1] if wide else wo
+    rows = k + (bias is not None)
+    buf = xp.empty((rows, n * ho * width), dtype=x.dtype)                 # columns (+ ones row)
+    cols = buf[:k].reshape(c, kh, kw, n, ho, width)
     if wide:
-        cols = im2col_wide(x, padding, (kh, kw), dilation, ho, layout)
+        im2col_wide(x, padding, (kh, kw), dilation, ho, layout, out=cols)
     else:
-        cols = im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo), layout=layout)
-    out = weight.reshape(o, -1) @ cols.reshape(c * kh * kw, -1)       # (O, N*H'*W'): one GEMM
+        im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo), out=cols, layout=layout)
     if bias is not None:
-        out += bias[:, None]
-    out = out.reshape(o, n, ho, cols.shape[-1])[..., :wo]
+        buf[k] = 1
+        wmat = xp.empty((o, rows), dtype=weight.dtype)
+        wmat[:, :k] = weight.reshape(o, k)
+        wmat[:, k] = bias
+    else:
+        wmat = weight.reshape(o, k)
+    out = wmat @ buf                                                        # (O, N*H'*W'): one GEMM
+    out = out.reshape(o, n, ho, width)[..., :wo]
     out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3) if layout == "NCHW" else out)
-    return out, ConvCache(cols, x.shape, stride, padding, dilation, wide, layout)
+    return out, ConvCache(buf, x.shape, stride, padding, dilation, wide, layout)
 
 
 def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_input=True):
@@ -74,19 +86,23 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     cnhw = cache.layout == "CNHW"
     n, _, h, w = (cache.x_shape[1], cache.x_shape[0]) + cache.x_shape[2:] if cnhw else cache.x_shape
     g_on = grad_out if cnhw else grad_out.transpose(1, 0, 2, 3)           # (O, N, H', W') view
+    ho, wo = grad_out.shape[2:]
+    k = c * kh * kw
+    width = cache.cols.shape[1] // (n * ho)
     if cache.wide:   # zero gradient for the garbage columns of the wide layout
-        ho, wo = grad_out.shape[2:]
-        g = xp.zeros((o, n, ho, cache.cols.shape[-1]), dtype=grad_out.dtype)
+        g = xp.zeros((o, n, ho, width), dtype=grad_out.dtype)
         g[..., :wo] = g_on
         g = g.reshape(o, -1)
     else:
         g = xp.ascontiguousarray(g_on).reshape(o, -1)                           # (O, N*H'*W')
-    cols = cache.cols.reshape(c * kh * kw, -1)
-    dw = (g @ cols.T).reshape(weight.shape)
-    db = g.sum(axis=1) if need_bias else None
+    dwb = g @ cache.cols.T               # (O, K [+1]): dL/dK = sum_j dL/dO_j * I_j (and dL/db)
+    dw = xp.ascontiguousarray(dwb[:, :k]).reshape(weight.shape)
+    db = None
+    if need_bias:
+        db = dwb[:, k].copy() if cache.cols.shape[0] > k else g.sum(axis=1)
     dx = None
     if need_input:
-        dcols = (weight.reshape(o, -1).T @ g).reshape(cache.cols.shape)
+        dcols = (weight.reshape(o, k).T @ g).reshape(c, kh, kw, n, ho, width)
         if cache.wide:
             return col2im_wide(dcols, cache.x_shape, cache.padding, cache.dilation, cache.layout), dw, db
         padded = (n, c, h + 2 * cache.padding[0], w + 2 * cache.padding[1])

@@ -133,10 +133,11 @@ def _split(shape, layout):
     return (a, b, h, w) if layout == "NCHW" else (b, a, h, w)
 
 
-def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW"):
+def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW", out=None):
     """Columns ``(C, kh, kw, N, H', Wp)`` for a stride-1 convolution (see above).
 
-    ``x`` is ``(N, C, H, W)``, or ``(C, N, H, W)`` when ``layout`` is ``"CNHW"``.
+    ``x`` is ``(N, C, H, W)``, or ``(C, N, H, W)`` when ``layout`` is ``"CNHW"``; ``out`` an
+    optional buffer of that shape to fill.
     """
     xp = get_array_module(x)
     n, c, h, w = _split(x.shape, layout)
@@ -144,12 +145,14 @@ def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW"):
     hp, wp = h + 2 * padding[0], w + 2 * padding[1]
     slack = (kw - 1) * dilation[1] + 1
     buf, _ = padded_flat(x, padding, slack)
-    cols = xp.empty((c, kh, kw, n, out_h * wp), dtype=x.dtype)
+    if out is None:
+        out = xp.empty((c, kh, kw, n, out_h, wp), dtype=x.dtype)
+    cols = out.reshape(c, kh, kw, n, out_h * wp)
     for i in range(kh):
         for j in range(kw):
             cols[:, i, j] = _runs(buf, n, c, hp * wp, i * dilation[0] * wp + j * dilation[1],
                                   out_h * wp, layout)
-    return cols.reshape(c, kh, kw, n, out_h, wp)
+    return out
 
 
 def col2im_wide(dcols, x_shape, padding, dilation, layout="NCHW"):

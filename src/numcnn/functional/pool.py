@@ -47,22 +47,26 @@ def _offsets(kernel, stride, out_hw):
             k += 1
 
 
-def max_pool2d_forward(x, kernel, stride, padding=(0, 0)):
-    """Max over each ``kernel`` window; returns ``(out, cache)``."""
+def max_pool2d_forward(x, kernel, stride, padding=(0, 0), need_argmax=True):
+    """Max over each ``kernel`` window; returns ``(out, cache)``.
+
+    ``need_argmax=False`` (inference) skips recording the winners, which backward needs.
+    """
     xp = get_array_module(x)
     out_hw = _geometry(x.shape, kernel, stride, padding)
     xpad = pad2d(x, padding, value=-xp.inf)
     out = None
     kdt = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
-    argmax = xp.zeros(x.shape[:2] + out_hw, dtype=kdt)
+    argmax = xp.zeros(x.shape[:2] + out_hw, dtype=kdt) if need_argmax else None
     for k, rows, cols in _offsets(kernel, stride, out_hw):
         s = xpad[:, :, rows, cols]
         if out is None:
             out = s.copy()
             continue
-        better = s > out                     # strict: on ties the earlier offset keeps the win
+        if need_argmax:
+            better = s > out                 # strict: on ties the earlier offset keeps the win
+            argmax = xp.where(better, kdt(k), argmax)
         xp.maximum(out, s, out=out)
-        argmax = xp.where(better, kdt(k), argmax)
     return out, PoolCache(argmax, x.shape, kernel, stride, padding)
 
 

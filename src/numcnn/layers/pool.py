@@ -49,11 +49,21 @@ class _Pool2D(Layer):
             raise ShapeError(f"{self!r}: the window {self.kernel_size} is larger than the padded "
                              f"input (input shape {tuple(x.shape)}); the image is too small for "
                              "this many pooling layers")
-        out, self._cache = type(self)._forward(x, self.kernel_size, self.stride, self.padding)
+        if type(self)._forward is F.max_pool2d_forward:
+            out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                              need_argmax=training)
+        else:
+            out, cache = type(self)._forward(x, self.kernel_size, self.stride, self.padding)
+        self._cache = cache
         return out
 
     def backward(self, grad_out):
-        return type(self)._backward(grad_out, self._need_cache())
+        cache = self._need_cache()
+        if type(self) is MaxPool2D and cache.argmax is None:
+            from ..errors import StateError
+            raise StateError(f"{self!r}: backward() after a forward with training=False; "
+                             "run forward(x, training=True) to backpropagate")
+        return type(self)._backward(grad_out, cache)
 
 
 class MaxPool2D(_Pool2D):
