@@ -22,6 +22,8 @@ class Sequential:
         normalization: optional ``(mean, std)`` per-channel arrays applied by :meth:`predict` to
             raw (uint8) images, stored in model files.
         classes: optional class names, stored in model files.
+        device: ``"cpu"`` or ``"gpu"`` (CuPy); default: the backend chosen with
+            :func:`numcnn.use` (NumPy unless asked otherwise).
     """
 
     #: layout of 4-D tensors between layers: "CNHW" (channels first: the convolution GEMM's
@@ -29,7 +31,7 @@ class Sequential:
     #: gradients at the model's boundary are always (N, C, H, W).
     internal_layout = "CNHW"
 
-    def __init__(self, layers, input_shape=None, normalization=None, classes=None):
+    def __init__(self, layers, input_shape=None, normalization=None, classes=None, device=None):
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -47,6 +49,11 @@ class Sequential:
             first.needs_input_grad = False   # nobody needs dL/dx of the data
         if self.input_shape is not None:
             self.shapes()                    # validates that the layers fit together
+        from .backend import current
+        if device is not None:
+            self.to(device)
+        elif current() is not np:            # numcnn.use("cupy") puts new models on the GPU
+            self.to("gpu")
 
     # -- running --------------------------------------------------------------------------------
     def forward(self, x, training=True):

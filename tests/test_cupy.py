@@ -1,0 +1,66 @@
+"""The CuPy backend: same layer code on an NVIDIA GPU. Skipped where CuPy or a GPU is absent."""
+import numpy as np
+import pytest
+
+import numcnn
+
+cupy = pytest.importorskip("cupy")
+try:
+    cupy.cuda.runtime.getDeviceCount()
+except Exception:  # pragma: no cover - no driver
+    pytest.skip("no CUDA device", allow_module_level=True)
+
+pytestmark = pytest.mark.cupy
+
+
+def _pair(seed=0):
+    cpu = numcnn.models.lenet5(rng=seed)
+    gpu = numcnn.models.lenet5(rng=seed).to("gpu")
+    return cpu, gpu
+
+
+def test_lenet5_forward_backward_on_cupy_matches_numpy():
+    cpu, gpu = _pair()
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 8)
+    lc, lg = numcnn.losses.CrossEntropy(), numcnn.losses.CrossEntropy()
+    out_c = cpu.forward(x)
+    out_g = gpu.forward(cupy.asarray(x))
+    assert isinstance(out_g, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(out_g), out_c, rtol=1e-4, atol=1e-5)
+    assert abs(lc.forward(out_c, y) - lg.forward(out_g, cupy.asarray(y))) < 1e-5
+    cpu.backward(lc.backward())
+    gpu.backward(lg.backward())
+    for pc, pg in zip(cpu.parameters(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.grad), pc.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_sgd_step_and_predict_on_cupy():
+    cpu, gpu = _pair(1)
+    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+    for m, xx in ((cpu, x), (gpu, cupy.asarray(x))):
+        opt = numcnn.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        loss = numcnn.losses.CrossEntropy()
+        loss.forward(m.forward(xx), (np.arange(4) if m is cpu else cupy.arange(4)))
+        m.backward(loss.backward())
+        opt.step()
+    for pc, pg in zip(cpu.parameters(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.value), pc.value, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-6)
+
+
+def test_use_cupy_puts_new_models_on_the_gpu():
+    numcnn.use("cupy")
+    try:
+        m = numcnn.models.lenet5()
+        assert isinstance(m.parameters()[0].value, cupy.ndarray)
+    finally:
+        numcnn.use("numpy")
+
+
+def test_fit_on_cupy_learns_digits():
+    (xtr, ytr), (xte, yte) = numcnn.datasets.load("digits")
+    m = numcnn.models.digits_cnn().to("gpu")
+    m.fit((xtr, ytr), epochs=3, optimizer="adam", lr=2e-3, progress=False)
+    assert m.evaluate(xte, yte)["accuracy"] > 0.9
