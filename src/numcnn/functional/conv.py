@@ -71,7 +71,9 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
         wmat = weight.reshape(o, k)
     out = wmat @ buf                                                        # (O, N*H'*W'): one GEMM
     out = out.reshape(o, n, ho, width)[..., :wo]
-    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3) if layout == "NCHW" else out)
+    # NCHW needs a transposed copy; in CNHW the (strided) view is handed on as it is: the next
+    # layer reads it once anyway, so copying it here would be one more pass over the output
+    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3)) if layout == "NCHW" else out
     return out, ConvCache(buf, x.shape, stride, padding, dilation, wide, layout)
 
 
