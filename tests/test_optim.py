@@ -1,0 +1,250 @@
+"""Optimisers and learning-rate schedules take exactly PyTorch's steps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from numcnn.errors import ConfigError, NumcnnError, StateError
+from numcnn.layers import Dense, Parameter
+from numcnn.optim import SGD, Adam, AdamW, CosineLR, StepLR, make_schedule
+from conftest import DTYPE_IDS, DTYPES, assert_close, tt
+
+SHAPES = [(4, 3), (3,), (2, 2, 3, 3)]
+N_STEPS = 5
+
+
+def make_params(dtype, seed=0):
+    r = np.random.default_rng(seed)
+    return [Parameter(r.standard_normal(s).astype(dtype), f"p{i}") for i, s in enumerate(SHAPES)]
+
+
+def grads_for_step(step, dtype):
+    r = np.random.default_rng(100 + step)
+    return [r.standard_normal(s).astype(dtype) for s in SHAPES]
+
+
+def run_against_torch(make_numcnn, make_torch, dtype, steps=N_STEPS):
+    """Take ``steps`` steps with identical gradients in numcnn and torch; compare every step."""
+    params = make_params(dtype)
+    tparams = [tt(p.value, requires_grad=True) for p in params]
+    opt = make_numcnn(params)
+    topt = make_torch(tparams)
+    for step in range(steps):
+        for p, tp, g in zip(params, tparams, grads_for_step(step, dtype)):
+            p.grad = g.copy()
+            tp.grad = tt(g)
+        opt.step()
+        topt.step()
+        for i, (p, tp) in enumerate(zip(params, tparams)):
+            assert p.value.dtype == dtype
+            assert_close(p.value, tp, dtype, what=f"step {step} param {i}")
+    return params, opt
+
+
+# -- plain SGD: the deck's w <- w - lr * dL/dw ------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sgd_without_momentum_moves_each_weight_by_exactly_minus_lr_times_grad(dtype):
+    params = make_params(dtype)
+    lr = 0.037
+    opt = SGD(params, lr=lr)
+    for step in range(3):
+        old = [p.value.copy() for p in params]
+        grads = grads_for_step(step, dtype)
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        for p, w, g in zip(params, old, grads):
+            assert p.value.dtype == dtype
+            assert np.array_equal(p.value, w - dtype(lr) * g)
+
+
+def test_sgd_weight_decay_without_momentum_is_exact_l2_step():
+    params = make_params(np.float64)
+    opt = SGD(params, lr=0.1, weight_decay=0.01)
+    old = [p.value.copy() for p in params]
+    grads = grads_for_step(0, np.float64)
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    for p, w, g in zip(params, old, grads):
+        assert np.array_equal(p.value, w - 0.1 * (g + 0.01 * w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("momentum,nesterov,wd", [
+    (0.0, False, 0.0), (0.9, False, 0.0), (0.9, True, 0.0), (0.5, False, 1e-2),
+    (0.9, True, 5e-3), (0.0, False, 1e-1)])
+def test_sgd_matches_torch_sgd_over_5_steps(momentum, nesterov, wd, dtype):
+    run_against_torch(
+        lambda ps: SGD(ps, lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=wd),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=momentum, nesterov=nesterov,
+                                   weight_decay=wd),
+        dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("lr,betas,eps,wd", [
+    (1e-3, (0.9, 0.999), 1e-8, 0.0), (1e-2, (0.8, 0.99), 1e-6, 0.0),
+    (5e-3, (0.9, 0.999), 1e-8, 1e-2)])
+def test_adam_matches_torch_adam_over_5_steps(lr, betas, eps, wd, dtype):
+    run_against_torch(lambda ps: Adam(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd),
+                      lambda ps: torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd),
+                      dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("lr,wd", [(1e-3, 1e-2), (1e-2, 0.1), (3e-3, 0.0)])
+def test_adamw_matches_torch_adamw_over_5_steps(lr, wd, dtype):
+    run_against_torch(lambda ps: AdamW(ps, lr=lr, weight_decay=wd),
+                      lambda ps: torch.optim.AdamW(ps, lr=lr, weight_decay=wd),
+                      dtype)
+
+
+def test_adamw_default_weight_decay_matches_torch_default():
+    run_against_torch(lambda ps: AdamW(ps), lambda ps: torch.optim.AdamW(ps), np.float64)
+
+
+def test_adam_first_step_moves_each_weight_by_about_lr():
+    """With bias correction Adam's first step is lr * g / (|g| + eps'): about lr per entry."""
+    params = make_params(np.float64)
+    old = [p.value.copy() for p in params]
+    for p, g in zip(params, grads_for_step(0, np.float64)):
+        p.grad = g
+    Adam(params, lr=0.01).step()
+    for p, w in zip(params, old):
+        np.testing.assert_allclose(np.abs(p.value - w), 0.01, rtol=1e-5)
+
+
+def test_optimizer_skips_parameters_without_gradient():
+    params = make_params(np.float64)
+    before = params[1].value.copy()
+    params[0].grad = np.ones_like(params[0].value)
+    params[2].grad = np.ones_like(params[2].value)
+    for opt in (SGD(params, lr=0.1, momentum=0.9), Adam(params)):
+        opt.step()
+        assert np.array_equal(params[1].value, before)
+
+
+# -- zero_grad and misuse ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_zero_grad_clears_every_gradient(cls):
+    params = make_params(np.float32)
+    for p, g in zip(params, grads_for_step(0, np.float32)):
+        p.grad = g
+    opt = cls(params, lr=0.01)
+    opt.step()
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_step_without_any_gradient_raises_state_error(cls):
+    params = make_params(np.float32)
+    before = [p.value.copy() for p in params]
+    opt = cls(params, lr=0.01)
+    with pytest.raises(StateError) as info:
+        opt.step()
+    assert isinstance(info.value, NumcnnError) and isinstance(info.value, ValueError)
+    assert "step" in str(info.value)
+    assert all(np.array_equal(p.value, b) for p, b in zip(params, before))
+    # and again after zero_grad
+    for p in params:
+        p.grad = np.ones_like(p.value)
+    opt.step()
+    opt.zero_grad()
+    with pytest.raises(StateError):
+        opt.step()
+
+
+def test_layer_gradients_accumulate_until_zero_grad_then_sgd_uses_them():
+    layer = Dense(3, 2).astype(np.float64)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    g = np.ones((4, 2))
+    for _ in range(2):
+        layer.forward(x)
+        layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, 2 * g.T @ x, rtol=1e-12)
+    w = layer.weight.value.copy()
+    opt = SGD(layer.parameters(), lr=0.5)
+    opt.step()
+    assert np.array_equal(layer.weight.value, w - 0.5 * layer.weight.grad)
+    opt.zero_grad()
+    assert layer.weight.grad is None and layer.bias.grad is None
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: SGD(ps, lr=0.0), lambda ps: SGD(ps, lr=-1.0), lambda ps: SGD(ps, lr=float("nan")),
+    lambda ps: SGD(ps, lr=0.1, nesterov=True), lambda ps: SGD(ps, lr=0.1, momentum=-0.1),
+    lambda ps: Adam(ps, betas=(1.0, 0.999)), lambda ps: Adam(ps, eps=0.0),
+    lambda ps: SGD([], lr=0.1)])
+def test_bad_optimizer_arguments_raise_config_error(make):
+    with pytest.raises(ConfigError):
+        make(make_params(np.float32))
+
+
+# -- learning-rate schedules -------------------------------------------------------------------------
+def _lrs(numcnn_sched, torch_sched, opt, topt, epochs=10):
+    ours, theirs = [opt.lr], [topt.param_groups[0]["lr"]]
+    for _ in range(epochs):
+        topt.step()                     # an epoch's optimizer steps come before the schedule's
+        torch_sched.step()
+        numcnn_sched.step()
+        ours.append(opt.lr)
+        theirs.append(topt.param_groups[0]["lr"])
+    return ours, theirs
+
+
+def _pair_of_optimizers(lr):
+    params = make_params(np.float64)
+    tp = [tt(p.value, requires_grad=True) for p in params]
+    for t in tp:
+        t.grad = torch.zeros_like(t)
+    return SGD(params, lr=lr), torch.optim.SGD(tp, lr=lr)
+
+
+@pytest.mark.parametrize("step_size,gamma", [(3, 0.1), (1, 0.5), (4, 0.7)])
+def test_step_lr_matches_torch_over_10_epochs(step_size, gamma):
+    opt, topt = _pair_of_optimizers(0.1)
+    ours, theirs = _lrs(StepLR(opt, step_size, gamma),
+                        torch.optim.lr_scheduler.StepLR(topt, step_size, gamma), opt, topt)
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert ours[step_size] == pytest.approx(0.1 * gamma)
+
+
+@pytest.mark.parametrize("t_max,eta_min", [(10, 0.0), (10, 1e-3), (7, 0.01)])
+def test_cosine_lr_matches_torch_cosine_annealing_over_the_run(t_max, eta_min):
+    opt, topt = _pair_of_optimizers(0.05)
+    ours, theirs = _lrs(CosineLR(opt, t_max, eta_min),
+                        torch.optim.lr_scheduler.CosineAnnealingLR(topt, t_max, eta_min),
+                        opt, topt, epochs=t_max)
+    assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-15)
+    assert ours[-1] == pytest.approx(eta_min, abs=1e-15)
+
+
+def test_make_schedule_step_divides_run_in_thirds_like_torch_step_lr():
+    opt, topt = _pair_of_optimizers(0.1)
+    sched = make_schedule("step", opt, epochs=9)
+    ours, theirs = _lrs(sched, torch.optim.lr_scheduler.StepLR(topt, 3, 0.1), opt, topt, epochs=9)
+    assert ours == pytest.approx(theirs, rel=1e-12)
+
+
+def test_make_schedule_constant_and_unknown():
+    opt, _ = _pair_of_optimizers(0.1)
+    s = make_schedule("constant", opt, 5)
+    for _ in range(5):
+        s.step()
+    assert opt.lr == 0.1
+    with pytest.raises(ConfigError):
+        make_schedule("exponential", opt, 5)
+
+
+def test_sgd_uses_the_scheduled_learning_rate():
+    params = make_params(np.float64)
+    opt = SGD(params, lr=0.1)
+    sched = StepLR(opt, step_size=1, gamma=0.5)
+    sched.step()
+    w = params[0].value.copy()
+    params[0].grad = np.ones_like(w)
+    opt.step()
+    assert np.array_equal(params[0].value, w - 0.05 * np.ones_like(w))
