@@ -12,6 +12,8 @@ from ``forward`` and uses it in ``backward``:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..backend import get_array_module
@@ -63,6 +65,12 @@ class Layer:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         REGISTRY[cls.__name__] = cls
+        # every layer's backward checks that the gradient it gets has the shape its forward
+        # output had, so a wrong gradient is a clear ShapeError, never a raw NumPy error
+        if "forward" in cls.__dict__:
+            cls.forward = _remember_output_shape(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _check_grad_shape(cls.__dict__["backward"])
 
     # -- the contract -------------------------------------------------------------------------
     def forward(self, x, training=True, layout="NCHW"):
@@ -180,6 +188,28 @@ class Layer:
         pass
 
 
+def _remember_output_shape(forward):
+    @functools.wraps(forward)
+    def wrapper(self, x, training=True, layout="NCHW"):
+        out = forward(self, x, training, layout)
+        self._out_shape = tuple(out.shape)
+        return out
+    return wrapper
+
+
+def _check_grad_shape(backward):
+    @functools.wraps(backward)
+    def wrapper(self, grad_out):
+        expected = getattr(self, "_out_shape", None)
+        got = getattr(grad_out, "shape", None)
+        if expected is not None and got is not None and tuple(got) != expected:
+            raise ShapeError(f"{self!r}: backward() got a gradient of shape {tuple(got)} but the "
+                             f"forward output had shape {expected}; pass dL/d(output) of the "
+                             "same shape as the output")
+        return backward(self, grad_out)
+    return wrapper
+
+
 def check_finite(x, where: str, shape=None):
     """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one cheap reduction first).
 
@@ -188,7 +218,9 @@ def check_finite(x, where: str, shape=None):
     if shape is None:
         shape = tuple(x.shape)
     xp = get_array_module(x)
-    if not bool(xp.isfinite(x.sum())):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x.sum()           # overflow of huge finite values is rechecked exactly below
+    if not bool(xp.isfinite(total)):
         bad = ~xp.isfinite(x)
         if bool(bad.any()):
             count = int(bad.sum())
