@@ -1,0 +1,328 @@
+"""Pictures of training and of what a network has learned, written as PNG files.
+
+Every function draws on its own ``matplotlib.figure.Figure`` with the Agg (file-only) canvas, so
+nothing opens a window, nothing needs a display, and no figure is left behind in memory.  Each
+writes one PNG of ``figsize * dpi`` pixels and returns its path.
+
+* :func:`plot_history`: loss and accuracy per epoch, training against validation.
+* :func:`plot_confusion`: which classes get mistaken for which.
+* :func:`plot_filters`: the first convolution layer's kernels as little pictures.
+* :func:`plot_feature_maps`: what each convolution layer outputs for one image.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..errors import ConfigError, ShapeError
+
+__all__ = ["plot_history", "plot_confusion", "plot_filters", "plot_feature_maps"]
+
+
+def _new_figure(figsize, dpi, layout=None):
+    """A Figure on the Agg canvas: draws to memory/files only, never to a window."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=fig.dpi, format="png", facecolor="white")
+    return str(path)
+
+
+def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
+    """Two panels, loss and accuracy per epoch, training (solid) and validation (dashed).
+
+    Args:
+        history: a dict of equally long lists with any of the keys ``epoch``, ``train_loss``,
+            ``train_acc``, ``val_loss``, ``val_acc`` and ``lr``.  ``val_*`` may be missing or hold
+            ``None`` for epochs without validation; those points are left out.  Without
+            ``epoch`` the epochs are numbered 1, 2, ...  When the learning rate ``lr`` changes
+            during training it is drawn too (dotted, right axis of the loss panel, log scale).
+        path: the PNG to write.
+        figsize, dpi: the picture is ``figsize * dpi`` pixels.
+
+    Returns:
+        ``path`` as a string.
+    """
+    if not isinstance(history, dict):
+        raise ConfigError(f"plot_history: history must be a dict of lists, got {type(history).__name__}")
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    series = {k: _numbers(history[k], k) for k in keys if history.get(k)}     # skip None and []
+    if not any(k in series for k in keys[:4]):
+        raise ConfigError("plot_history: history has no values under 'train_loss', 'train_acc', "
+                          "'val_loss' or 'val_acc'; nothing to plot (train for an epoch first)")
+    n = max(len(v) for v in series.values())
+    epochs = np.asarray(history["epoch"], dtype=float) if history.get("epoch") is not None \
+        else np.arange(1, n + 1, dtype=float)
+    for k, v in series.items():
+        if len(v) != len(epochs):
+            raise ShapeError(f"plot_history: '{k}' has {len(v)} values but there are "
+                             f"{len(epochs)} epochs; every list needs one value per epoch")
+
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _new_figure(figsize, dpi)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, what, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
+        drawn = False
+        for split, style, colour in (("train", "-", "tab:blue"), ("val", "--", "tab:orange")):
+            v = series.get(f"{split}_{what}")
+            if v is None or np.isnan(v).all():
+                continue
+            ax.plot(epochs, v, style, color=colour, marker="o", markersize=3.5,
+                    label="training" if split == "train" else "validation")
+            drawn = True
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # no epoch 1.25
+        ax.set_ylabel(label)
+        ax.set_title(label.capitalize())
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(loc="best", fontsize=9)
+        else:
+            ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+    acc = [series[k] for k in ("train_acc", "val_acc") if k in series]
+    if acc and np.nanmax(np.concatenate(acc)) <= 1.0:
+        ax_acc.set_ylim(min(0.0, np.nanmin(np.concatenate(acc))) - 0.02, 1.02)
+    lr = series.get("lr")
+    if lr is not None and np.nanmax(lr) > np.nanmin(lr) > 0:
+        ax_lr = ax_loss.twinx()
+        ax_lr.plot(epochs, lr, ":", color="grey", label="learning rate")
+        ax_lr.set_yscale("log")
+        ax_lr.set_ylabel("learning rate", color="grey")
+        ax_lr.tick_params(axis="y", colors="grey")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(matrix, class_names=None, path="confusion.png", figsize=None, dpi=100):
+    """An annotated heatmap of a confusion matrix: rows are true classes, columns predictions.
+
+    ``matrix[i, j]`` counts the images of class ``i`` the model called ``j``; the diagonal holds
+    the correct answers.  Each cell shows its count (for up to 30 classes); darker = more.
+
+    Args:
+        matrix: ``(K, K)`` counts.
+        class_names: K names (default ``0 .. K-1``).
+        path: the PNG to write.
+        figsize: inches; by default it grows with K (``max(5, 0.55 K + 2.5)`` square).
+        dpi: the picture is ``figsize * dpi`` pixels.
+
+    Returns:
+        ``path`` as a string.
+    """
+    m = to_numpy(matrix) if hasattr(matrix, "dtype") else np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise ShapeError(f"plot_confusion: expected a square (K, K) matrix, got shape {m.shape}")
+    k = m.shape[0]
+    names = [str(i) for i in range(k)] if class_names is None else [str(c) for c in class_names]
+    if len(names) != k:
+        raise ShapeError(f"plot_confusion: {len(names)} class names for a {k}x{k} matrix")
+    side = max(5.0, 0.55 * k + 2.5)
+    fig = _new_figure(figsize or (side, side), dpi)
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", interpolation="nearest", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="count")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(names, rotation=45 if max(len(s) for s in names) > 3 else 0, ha="right"
+                       if max(len(s) for s in names) > 3 else "center")
+    ax.set_yticklabels(names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    total = m.sum()
+    acc = float(np.trace(m) / total) if total else float("nan")
+    ax.set_title(f"Confusion matrix\naccuracy {acc:.1%} on {int(total)} images"
+                 if total else "Confusion matrix (empty)")
+    if k <= 30:
+        vmax = float(m.max()) or 1.0
+        integer = np.allclose(m, np.round(m))
+        size = 10 if k <= 12 else 7
+        for i in range(k):
+            for j in range(k):
+                v = m[i, j]
+                ax.text(j, i, f"{int(round(v))}" if integer else f"{v:.2f}", ha="center",
+                        va="center", fontsize=size, color="white" if v > 0.5 * vmax else "black")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_filters(weight, path="filters.png", title=None, figsize=None, dpi=100):
+    """The first convolution layer's kernels, one small picture per filter.
+
+    Args:
+        weight: ``(out_channels, in_channels, kh, kw)`` array, or a Conv2D layer, or a model (its
+            first Conv2D layer is used).
+        path: the PNG to write.
+        title: the figure's title (a default names the shape).
+        figsize: inches; by default 1.3 inches per tile, as square a grid as possible.
+        dpi: the picture is ``figsize * dpi`` pixels.
+
+    How each tile is coloured: with 1 input channel the kernel is grey (black = its smallest
+    weight, white = its largest); with 3 input channels it is an RGB picture, the three channels
+    min-max scaled together to 0..1; with any other number of input channels the mean over input
+    channels is shown in grey.  Each tile is scaled on its own, so it shows the filter's pattern,
+    not its size.
+
+    Returns:
+        ``path`` as a string.
+    """
+    w = _first_conv_weight(weight)
+    if w.ndim != 4:
+        raise ShapeError(f"plot_filters: expected a conv weight (out, in, kh, kw), got shape {w.shape}")
+    n, c = w.shape[:2]
+    ncols = math.ceil(math.sqrt(n)) if n <= 16 else 8
+    nrows = math.ceil(n / ncols)
+    fig = _new_figure(figsize or (max(4.0, 1.3 * ncols), 1.3 * nrows + 0.9), dpi)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    how = "grey" if c == 1 else "RGB" if c == 3 else f"mean of {c} input channels"
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        f = w[i]
+        if c == 3:
+            ax.imshow(_minmax(f).transpose(1, 2, 0), interpolation="nearest")
+        else:
+            ax.imshow(_minmax(f.mean(axis=0)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(str(i), fontsize=8, pad=2)
+    fig.suptitle(title or f"{n} filters of the first conv layer ({c}x{w.shape[2]}x{w.shape[3]} "
+                 f"each, {how})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=8, figsize=None,
+                      dpi=100):
+    """What each convolution layer of ``model`` outputs for one image.
+
+    The image goes through ``model.layers`` one layer at a time (in evaluation mode); after each
+    :class:`numcnn.layers.Conv2D` its output, one feature map per filter, is drawn: bright where
+    the filter found its pattern.  The input comes first, then one block of tiles per conv layer
+    (up to ``max_maps`` maps each, ``ncols`` per row), titled with the layer and its output shape.
+    Each map is scaled on its own (viridis: yellow = its largest value).
+
+    Args:
+        model: a :class:`numcnn.Sequential` with at least one Conv2D layer.
+        image: one image: ``(C, H, W)``, ``(1, C, H, W)`` or grey ``(H, W)``.  uint8 images go
+            through ``model.prepare_input`` (scaling and the model's normalisation); float images
+            are taken as already prepared.
+        path: the PNG to write.
+        figsize: inches; by default ``ncols * 1.4`` wide and 1.55 inches per row of tiles.
+        dpi: the picture is ``figsize * dpi`` pixels.
+
+    Returns:
+        ``path`` as a string.
+    """
+    from ..layers import Conv2D
+
+    layers = getattr(model, "layers", None)
+    if not layers:
+        raise ConfigError(f"plot_feature_maps: expected a numcnn model with .layers, got "
+                          f"{type(model).__name__}")
+    if max_maps < 1 or ncols < 1:
+        raise ConfigError("plot_feature_maps: max_maps and ncols must be >= 1")
+    x = image if hasattr(image, "dtype") else np.asarray(image)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ShapeError(f"plot_feature_maps: expected one image (C, H, W), (1, C, H, W) or (H, W), "
+                         f"got shape {tuple(np.shape(image))}")
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ShapeError(f"plot_feature_maps: the model takes images of shape {tuple(shape)} "
+                         f"(C, H, W), got {tuple(x.shape[1:])}")
+    x = model.prepare_input(x) if hasattr(model, "prepare_input") else x
+
+    blocks = [("input  " + "x".join(map(str, x.shape[1:])), _input_tile(to_numpy(x)[0]))]
+    h = x
+    for i, layer in enumerate(layers):
+        h = layer.forward(h, training=False)
+        if isinstance(layer, Conv2D):
+            maps = to_numpy(h)[0]
+            shown = min(len(maps), max_maps)
+            label = f"layer {i}: {layer!r}  ->  {'x'.join(map(str, maps.shape))}"
+            if shown < len(maps):
+                label += f"  (first {shown} maps)"
+            blocks.append((label, maps[:shown]))
+    if len(blocks) == 1:
+        raise ConfigError("plot_feature_maps: the model has no Conv2D layer, so there are no "
+                          "feature maps to show")
+
+    rows = [1] + [math.ceil(len(b[1]) / ncols) for b in blocks[1:]]
+    fig = _new_figure(figsize or (ncols * 1.4, 1.45 * sum(rows) + 0.3 * len(rows) + 0.4), dpi,
+                      layout="constrained")
+    subfigs = fig.subfigures(len(blocks), 1, height_ratios=[r + 0.25 for r in rows])
+    subfigs = np.atleast_1d(subfigs)
+    for sub, (label, tiles), r in zip(subfigs, blocks, rows):
+        sub.suptitle(label, fontsize=9, x=0.01, ha="left")
+        axes = np.atleast_1d(sub.subplots(r, ncols, squeeze=False)).ravel()
+        for j, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if label.startswith("input"):
+                if j == 0:
+                    ax.imshow(tiles, cmap=None if tiles.ndim == 3 else "gray", interpolation="nearest")
+                else:
+                    ax.axis("off")
+                continue
+            if j >= len(tiles):
+                ax.axis("off")
+                continue
+            ax.imshow(tiles[j], cmap="viridis", interpolation="nearest")
+            ax.set_title(f"map {j}", fontsize=7, pad=2)
+    fig.suptitle("Feature maps: each conv filter's output for one image  (each map scaled on its "
+                 "own: yellow = high, purple = low)", fontsize=11)
+    return _save(fig, path)
+
+
+def _input_tile(chw):
+    """One prepared image (C, H, W) as something imshow can draw: RGB if C == 3, else grey."""
+    if chw.shape[0] == 3:
+        return _minmax(chw).transpose(1, 2, 0)
+    return _minmax(chw.mean(axis=0))
+
+
+def _minmax(a):
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = a.min(), a.max()
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a) + 0.5
+
+
+def _numbers(values, key):
+    try:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"plot_history: '{key}' must be a list of numbers (or None), "
+                          f"got {values!r:.80}") from None
+
+
+def _first_conv_weight(obj):
+    from ..layers import Conv2D
+    from ..layers.base import Parameter
+
+    if hasattr(obj, "layers"):
+        conv = next((l for l in obj.layers if isinstance(l, Conv2D)), None)
+        if conv is None:
+            raise ConfigError("plot_filters: the model has no Conv2D layer")
+        obj = conv
+    if isinstance(obj, Conv2D):
+        obj = obj.weight
+    if isinstance(obj, Parameter):
+        obj = obj.value
+    return np.asarray(to_numpy(obj) if hasattr(obj, "dtype") else obj, dtype=np.float64)
