@@ -52,7 +52,7 @@ def load_architecture(path, seed=0):
     if not os.path.isfile(path):
         raise ConfigError(f"architecture file {path!r} does not exist")
     with open(path, "rb") as f:
-        raw = f.read(1 << 20 + 1)
+        raw = f.read((1 << 20) + 1)
     if len(raw) > 1 << 20:
         raise ConfigError(f"{path}: architecture files are limited to 1 MiB")
     try:
@@ -181,6 +181,8 @@ def cmd_predict(args):
     model = _load_model(args.model)
     if not model.input_shape:
         raise ModelFileError(f"{args.model}: the model has no input shape; cannot prepare images")
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
     c, h, w = model.input_shape
     images = np.stack([load_image(p, size=(h, w), channels=c) for p in args.images])
     probs = model.predict(images)
@@ -195,10 +197,22 @@ def cmd_predict(args):
     return 0
 
 
+def _parse_shape(text):
+    """``"C,H,W"`` -> ``(C, H, W)`` of positive ints (ConfigError otherwise)."""
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"--input-shape must be three positive integers C,H,W (e.g. 3,32,32), "
+                          f"got {text!r}")
+    return shape
+
+
 def cmd_summary(args):
     from . import models
+    shape = _parse_shape(args.input_shape) if args.input_shape else None
     if args.model in models.PRESETS:
-        shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
         kw = {}
         if shape:
             kw = dict(in_channels=shape[0], image_size=shape[1])
@@ -207,7 +221,6 @@ def cmd_summary(args):
         model = load_architecture(args.model)
     else:
         model = _load_model(args.model)
-    shape = tuple(int(v) for v in args.input_shape.split(",")) if args.input_shape else None
     _say(model.summary(shape))
     return 0
 

@@ -92,7 +92,7 @@ def decode_safetensors(data: bytes, where="file"):
                              "after the length field; the file is truncated or not a model file")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelFileError(f"{where}: the header is not valid JSON ({exc}); not a model file") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{where}: the header is not a JSON object")
@@ -106,7 +106,7 @@ def decode_safetensors(data: bytes, where="file"):
             dt = np.dtype(_DTYPES[spec["dtype"]])
             shape = tuple(int(d) for d in spec["shape"])
             start, end = (int(o) for o in spec["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry {spec!r}") from None
         count = 1
         for d in shape:
@@ -166,7 +166,7 @@ def _json_meta(meta, key, where, default=None):
         return default
     try:
         return json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ModelFileError(f"{where}: metadata {key!r} is not valid JSON ({exc})") from None
 
 
@@ -183,7 +183,8 @@ def model_from_parts(tensors, meta, where):
         model = Sequential.from_config(arch)
     except NumcnnError as exc:
         raise ModelFileError(f"{where}: bad architecture: {exc}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError) as exc:
         raise ModelFileError(f"{where}: bad architecture: {exc}") from None
     expected = model_tensors(model)
     missing = sorted(set(expected) - set(tensors))
@@ -211,7 +212,7 @@ def model_from_parts(tensors, meta, where):
         try:
             mean = np.asarray(norm["mean"], dtype=np.float32)
             std = np.asarray(norm["std"], dtype=np.float32)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ModelFileError(f"{where}: bad normalization metadata {norm!r}") from None
         if model.input_shape and mean.size not in (1, model.input_shape[0]) or mean.shape != std.shape \
                 or not np.all(np.isfinite(mean)) or not np.all(std > 0):

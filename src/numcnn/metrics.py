@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 
 
 def confusion_matrix(y_true, y_pred, num_classes):
@@ -12,12 +12,18 @@ def confusion_matrix(y_true, y_pred, num_classes):
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape:
         raise ShapeError(f"confusion_matrix: {y_true.shape} true labels vs {y_pred.shape} predictions")
+    for what, v in (("true labels", y_true), ("predictions", y_pred)):
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ConfigError(f"confusion_matrix: {what} must be class ids in [0, {num_classes - 1}], "
+                              f"got values from {int(v.min())} to {int(v.max())}")
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
 def top_k_accuracy(probs, y_true, k=5):
     """Fraction of samples whose true class is among the k highest scores."""
     probs = np.asarray(probs)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"top_k_accuracy: k must be an integer >= 1, got {k!r}")
     k = min(k, probs.shape[1])
     top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
     return float((top == np.asarray(y_true)[:, None]).any(axis=1).mean())

@@ -25,7 +25,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .data.loader import DataLoader, compute_normalization
-from .errors import ConfigError, NonFiniteError, ShapeError, StateError
+from .errors import ConfigError, ModelFileError, NonFiniteError, ShapeError, StateError
 from .functional import log_softmax
 from .io import atomic_write, load_checkpoint, save_model
 from .losses import CrossEntropy
@@ -136,6 +136,9 @@ class Trainer:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
+                                     or patience < 0):
+            raise ConfigError(f"patience must be None or an integer >= 0, got {patience!r}")
         self.model = model
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
         self.loss = loss or CrossEntropy()
@@ -177,6 +180,12 @@ class Trainer:
     def restore(self, path):
         """Load a checkpoint into this trainer's model and optimizer; returns (epoch, batch, partial)."""
         ck_model, optim_arrays, info = load_checkpoint(path)
+        try:
+            str(info["optimizer"]["type"]), int(info["optimizer"]["steps"]), float(info["optimizer"]["lr"])
+            int(info["epoch"]), int(info["batch"]), dict(info["history"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"resume: {path!r} has incomplete or corrupt checkpoint metadata "
+                                 "(epoch, batch, optimizer, history)") from None
         if ck_model.config()["layers"] != self.model.config()["layers"]:
             raise StateError(f"resume: checkpoint {path!r} holds a different architecture than the "
                              "model being trained; resume with the same model (or start fresh)")
@@ -237,11 +246,26 @@ class Trainer:
                 if stopped:
                     self.interrupted = True
                     break
-                if self.patience is not None and self.wait >= self.patience:
+                # stop once `patience` epochs in a row have not improved (patience=0: at the
+                # first epoch that does not improve; an improving epoch never stops the run)
+                if self.patience is not None and self.wait > 0 and self.wait >= self.patience:
                     break
         if self.out_dir and not self.interrupted:
             save_model(model, self._path("model.safetensors"))
         return self.history
+
+    def _diverged(self, epoch, k, why):
+        path = self.checkpoint_path
+        last = f"; the last good checkpoint {path} is intact" if path and os.path.exists(path) else ""
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch + 1}, step {k + 1}: {why}. The learning "
+            f"rate ({self.optimizer.lr:g}) is probably too high: lower it (e.g. by 10x){last}")
+
+    def _check_params_finite(self, epoch, k):
+        xp = self.model.xp
+        for name, p in self.model.named_parameters().items():
+            if not bool(xp.isfinite(p.value).all()):
+                raise self._diverged(epoch, k, f"parameter {name} holds NaN or inf after the update")
 
     def _run_epoch(self, loader, val, epoch, first_batch, partial, flag):
         model, opt, loss_fn = self.model, self.optimizer, self.loss
@@ -268,10 +292,7 @@ class Trainer:
                     logits = model.forward(xb, training=True)
                     loss = loss_fn.forward(logits, yb_dev)
                 except NonFiniteError as exc:
-                    last = f"; the last good checkpoint {self.checkpoint_path} is intact" if self.checkpoint_path and os.path.exists(self.checkpoint_path) else ""
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch + 1}, step {k + 1}: {exc}. The learning "
-                        f"rate ({opt.lr:g}) is probably too high: lower it (e.g. by 10x){last}") from None
+                    raise self._diverged(epoch, k, str(exc)) from None
                 model.backward(loss_fn.backward())
                 opt.step()
                 opt.zero_grad()
@@ -285,6 +306,7 @@ class Trainer:
                     bar.update(1)
                 if flag.stop and k + 1 < n_batches:
                     if self.checkpoint_path:
+                        self._check_params_finite(epoch, k)
                         self.save_checkpoint(self.checkpoint_path, epoch, k + 1,
                                              {"seen": seen, "loss_sum": loss_sum, "correct": correct,
                                               "time": t_prev + time.perf_counter() - t0})
@@ -309,6 +331,12 @@ class Trainer:
         else:
             h["val_loss"].append(None)
             h["val_acc"].append(None)
+        if not math.isfinite(monitor):
+            # the epoch's last steps blew the weights up: never save them as a checkpoint
+            raise self._diverged(epoch, n_batches - 1,
+                                 f"the {'validation' if val is not None else 'training'} loss at the "
+                                 f"end of the epoch is {monitor}")
+        self._check_params_finite(epoch, n_batches - 1)
         if self.progress:
             msg = f"epoch {epoch + 1}: loss {h['train_loss'][-1]:.4f}, acc {h['train_acc'][-1] * 100:.2f}%"
             if val is not None:
