@@ -47,6 +47,7 @@ def build_model(spec, shape, num_classes, seed):
 def load_architecture(path, seed=0):
     """Read ``{"input_shape": [C, H, W], "layers": [{"type": "Conv2D", ...}, ...]}`` (JSON/TOML)."""
     from .init import as_generator
+    from .io import check_architecture, check_model_size
     from .layers import layer_from_config
     from .model import Sequential
     if not os.path.isfile(path):
@@ -64,21 +65,32 @@ def load_architecture(path, seed=0):
             spec = tomllib.loads(raw.decode("utf-8"))
         else:
             spec = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
         raise ConfigError(f"{path}: expected a 'layers' list of {{\"type\": ..., ...}} tables")
+    # sizes, NaN arguments, dtypes and input_shape are checked before anything is allocated
+    check_architecture(spec, path, error=ConfigError)
     rng = as_generator(seed)
     layers = []
     for i, ls in enumerate(spec["layers"]):
         if isinstance(ls, dict) and ls.get("type") in ("Conv2D", "Dense"):
             ls = {**ls, "rng": rng}
         try:
+            if isinstance(ls, dict) and not isinstance(ls.get("type"), str):
+                raise ConfigError(f"the 'type' of a layer must be a string, got {ls.get('type')!r}")
             layers.append(layer_from_config(ls))
         except NumcnnError as exc:
             raise ConfigError(f"{path}: layer {i}: {exc}") from None
-    shape = spec.get("input_shape")
-    return Sequential(layers, input_shape=shape)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+                RecursionError) as exc:     # a layer constructor choking on a bad argument
+            raise ConfigError(f"{path}: layer {i}: bad arguments ({type(exc).__name__}: {exc})") from None
+    try:
+        model = Sequential(layers, input_shape=spec.get("input_shape"))
+    except NumcnnError as exc:          # layers that do not fit together: name the file
+        raise ConfigError(f"{path}: {exc}") from None
+    check_model_size(model, path, error=ConfigError)
+    return model
 
 
 def _load_data(name, args):

@@ -170,6 +170,125 @@ def _json_meta(meta, key, where, default=None):
         raise ModelFileError(f"{where}: metadata {key!r} is not valid JSON ({exc})") from None
 
 
+#: The largest model numcnn builds from a description: 2**28 elements of parameters and buffers
+#: in all (1 GiB of float32, about twice VGG-16), and 2**28 elements for any one layer's output
+#: (or padded input, or im2col buffer) per image.  Checked before anything is allocated, so an
+#: architecture asking for ``out_channels=10**12`` is refused at once instead of exhausting memory.
+MAX_ELEMENTS = 2 ** 28
+
+
+def _spec_int(v):
+    return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else None
+
+
+def _spec_pair(v):
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            return None
+        a, b = _spec_int(v[0]), _spec_int(v[1])
+        return None if a is None or b is None else (max(a, 0), max(b, 0))
+    a = _spec_int(v)
+    return None if a is None else (max(a, 0), max(a, 0))
+
+
+def _spec_elements(spec) -> int:
+    """Parameter + buffer elements a layer description asks for (0 where its arguments are not
+    even integers: the layer's constructor refuses those with its own message)."""
+    kind = spec.get("type")
+    if kind == "Conv2D":
+        cin, cout = _spec_int(spec.get("in_channels")), _spec_int(spec.get("out_channels"))
+        k = _spec_pair(spec.get("kernel_size"))
+        if cin is None or cout is None or k is None:
+            return 0
+        return max(cout, 0) * (max(cin, 0) * k[0] * k[1] + 1)
+    if kind == "Dense":
+        fin, fout = _spec_int(spec.get("in_features")), _spec_int(spec.get("out_features"))
+        if fin is None or fout is None:
+            return 0
+        return max(fout, 0) * (max(fin, 0) + 1)
+    if kind in ("BatchNorm1D", "BatchNorm2D"):
+        n = _spec_int(spec.get("num_features"))
+        return 4 * max(n or 0, 0)
+    return 0
+
+
+def _non_finite(v, depth=0):
+    if isinstance(v, float):
+        return not np.isfinite(v)
+    if isinstance(v, (list, tuple)) and depth < 4:
+        return any(_non_finite(u, depth + 1) for u in v)
+    return False
+
+
+def check_architecture(config, where, error=ModelFileError):
+    """Refuse a model description that is hostile or absurd *before* building it.
+
+    Checks what ``Sequential.from_config`` cannot check without allocating: the total number of
+    parameter elements (at most :data:`MAX_ELEMENTS`), NaN/inf arguments, parameter dtypes other
+    than float32/float64 and a malformed ``input_shape``.  Anything else (unknown types, bad
+    arguments) is left to the layers' constructors, which raise ConfigError.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        return
+    shape = config.get("input_shape")
+    if shape is not None:
+        if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8 \
+                or any(_spec_int(d) is None or d < 1 for d in shape):
+            raise error(f"{where}: input_shape must be a list of positive integers such as "
+                        f"[1, 28, 28], got {shape!r}")
+        n = 1
+        for d in shape:
+            n *= int(d)
+        if n > MAX_ELEMENTS:
+            raise error(f"{where}: input_shape {list(shape)} is {n:,} elements per image, more "
+                        f"than numcnn's limit of {MAX_ELEMENTS:,}")
+    total = 0
+    for i, spec in enumerate(config["layers"]):
+        if not isinstance(spec, dict):
+            continue                       # from_config/layer_from_config say what is wrong
+        for key, v in spec.items():
+            if _non_finite(v):
+                raise error(f"{where}: layer {i} ({spec.get('type')!r}): argument {key!r} is "
+                            f"{v!r}; every number in an architecture must be finite")
+        if "dtype" in spec:
+            try:
+                dt = np.dtype(spec["dtype"])
+            except Exception:  # noqa: BLE001 - the constructor reports unknown dtypes
+                dt = None
+            if dt is not None and dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise error(f"{where}: layer {i} ({spec.get('type')!r}): dtype must be float32 "
+                            f"or float64, got {spec['dtype']!r}")
+        n = _spec_elements(spec)
+        total += n
+        if n > MAX_ELEMENTS or total > MAX_ELEMENTS:
+            raise error(f"{where}: layer {i} ({spec.get('type')!r}) needs {n:,} parameter "
+                        f"elements ({total:,} so far); numcnn refuses models of more than "
+                        f"{MAX_ELEMENTS:,} elements ({MAX_ELEMENTS * 4 // 2 ** 30} GiB of "
+                        "float32) - the description is corrupt or far too large")
+
+
+def check_model_size(model, where, error=ModelFileError):
+    """Refuse a built model whose per-image activations would exceed :data:`MAX_ELEMENTS` for
+    some layer (e.g. ``padding=10**9``): checked from the shapes alone, before any forward pass."""
+    if not model.input_shape:
+        return
+    shape = tuple(model.input_shape)
+    for i, (layer, out) in enumerate(model.shapes()):
+        sizes = [int(np.prod(out, dtype=object))]
+        pad = getattr(layer, "padding", None)
+        if pad is not None and len(shape) == 3:
+            c, h, w = shape
+            sizes.append(c * (h + 2 * pad[0]) * (w + 2 * pad[1]))
+            k = getattr(layer, "kernel_size", None)
+            if k is not None and len(out) == 3 and hasattr(layer, "in_channels"):
+                sizes.append(c * k[0] * k[1] * out[1] * out[2])      # im2col columns
+        if max(sizes) > MAX_ELEMENTS:
+            raise error(f"{where}: layer {i} {layer!r} would need {max(sizes):,} elements per "
+                        f"image for input shape {shape}; numcnn refuses more than "
+                        f"{MAX_ELEMENTS:,} - the description is corrupt or far too large")
+        shape = tuple(out)
+
+
 def model_from_parts(tensors, meta, where):
     """Rebuild a Sequential from decoded tensors and metadata; refuses anything inconsistent."""
     from .model import Sequential
@@ -179,6 +298,7 @@ def model_from_parts(tensors, meta, where):
     arch = _json_meta(meta, "architecture", where)
     if arch is None:
         raise ModelFileError(f"{where}: the metadata has no 'architecture'")
+    check_architecture(arch, where)
     try:
         model = Sequential.from_config(arch)
     except NumcnnError as exc:
@@ -186,6 +306,7 @@ def model_from_parts(tensors, meta, where):
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
             RecursionError) as exc:
         raise ModelFileError(f"{where}: bad architecture: {exc}") from None
+    check_model_size(model, where)
     expected = model_tensors(model)
     missing = sorted(set(expected) - set(tensors))
     if missing:

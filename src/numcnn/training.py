@@ -25,7 +25,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .data.loader import DataLoader, compute_normalization
-from .errors import ConfigError, ModelFileError, NonFiniteError, ShapeError, StateError
+from .errors import (ConfigError, ModelFileError, NonFiniteError, NumcnnError, ShapeError,
+                     StateError)
 from .functional import log_softmax
 from .io import atomic_write, load_checkpoint, save_model
 from .losses import CrossEntropy
@@ -48,7 +49,106 @@ def _check_xy(x, y, what):
         raise ShapeError(f"{what}: labels must be shape ({len(x)},), got {y.shape}")
     if len(x) == 0:
         raise ConfigError(f"{what}: the dataset is empty")
+    _check_labels(y, what)
+    _check_finite_images(x, what)
     return x, y
+
+
+def _pair(data, what):
+    """``(x, y)``, or a ConfigError saying how to pass the data."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ConfigError(f"{what}: pass the data as a pair (images, labels) or a DataLoader, got "
+                          f"{type(data).__name__}" + (f" of length {len(data)}"
+                                                      if isinstance(data, (tuple, list)) else ""))
+    return data
+
+
+def _check_labels(y, what, num_classes=None):
+    """Labels must be whole class ids >= 0 (and < ``num_classes`` when it is known)."""
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ConfigError(f"{what}: labels must be integer class ids, got dtype {y.dtype}"
+                              + (" with non-integer values" if y.dtype.kind == "f" else ""))
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or (num_classes is not None and hi >= num_classes):
+        want = ">= 0" if num_classes is None else \
+            f"in [0, {num_classes - 1}] (the model has {num_classes} outputs)"
+        bad = int(np.flatnonzero((y < 0) | (y >= (num_classes or np.inf)))[0])
+        raise ConfigError(f"{what}: labels must be class ids {want}, got values from {lo} to "
+                          f"{hi} (label {y[bad]} at index {bad}); check the dataset's labels "
+                          "against the model's last layer")
+
+
+def _check_finite_images(x, what, chunk=4096):
+    """Refuse float images holding NaN/inf at the boundary (one cheap sum per chunk first),
+    so bad data is reported as bad data rather than as a diverging run."""
+    if x.dtype.kind != "f":
+        return
+    for start in range(0, len(x), chunk):
+        xb = x[start:start + chunk]
+        if np.isfinite(xb.sum(dtype=np.float64)):
+            continue
+        bad = ~np.isfinite(xb.reshape(len(xb), -1)).all(axis=1)
+        if bad.any():
+            i = start + int(np.flatnonzero(bad)[0])
+            n = int((~np.isfinite(x)).sum())
+            raise NonFiniteError(f"{what}: the images hold {n} NaN/inf value(s), the first in "
+                                 f"image {i}; clean the data (numcnn never trains on or "
+                                 "evaluates non-finite inputs)")
+
+
+def _check_checkpoint_info(info, path, n_layers):
+    """The training state of a checkpoint must be what the Trainer writes; ModelFileError naming
+    the file otherwise (never a KeyError halfway through resuming)."""
+    def bad(what):
+        return ModelFileError(f"resume: {path!r} has corrupt checkpoint metadata ({what}); it was "
+                              "not written by numcnn's Trainer or is damaged - use another "
+                              "checkpoint or start fresh")
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def number(v, positive=False):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v > 0 if positive else True)
+
+    opt = info.get("optimizer")
+    if not isinstance(opt, dict) or not isinstance(opt.get("type"), str) \
+            or not count(opt.get("steps")) or not number(opt.get("lr"), positive=True):
+        raise bad("optimizer type, steps and lr")
+    if not count(info.get("epoch")) or not count(info.get("batch")):
+        raise bad(f"epoch {info.get('epoch')!r}, batch {info.get('batch')!r}")
+    partial = info.get("partial")
+    if partial is not None and not (
+            isinstance(partial, dict) and count(partial.get("seen")) and count(partial.get("correct"))
+            and number(partial.get("loss_sum")) and number(partial.get("time"))):
+        raise bad("the partial-epoch totals")
+    hist = info.get("history")
+    if not isinstance(hist, dict) or not all(isinstance(hist.get(k, []), list) for k in HISTORY_KEYS):
+        raise bad("history")
+    rng = info.get("rng", {})
+    if not isinstance(rng, dict):
+        raise bad("random states")
+    for i, st in rng.items():
+        if not (isinstance(i, str) and i.isdigit() and int(i) < n_layers):
+            raise bad(f"random state for layer {i!r}")
+        try:
+            np.random.default_rng().bit_generator.state = st     # a throw-away generator
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+            raise bad(f"random state for layer {i}") from None
+    es = info.get("early_stopping", {})
+    if not isinstance(es, dict) or not (es.get("best") is None or number(es.get("best"))) \
+            or not count(es.get("wait", 0)):
+        raise bad("early-stopping state")
+
+
+def _num_classes(model):
+    """The model's number of outputs, when its input shape says so (else None)."""
+    try:
+        out = model.shapes()[-1][1] if model.input_shape else None
+    except NumcnnError:
+        return None
+    return int(out[0]) if out is not None and len(out) == 1 else None
 
 
 def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
@@ -57,8 +157,8 @@ def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
     ``x`` are raw images (uint8, normalised with the model's stored statistics) or prepared floats.
     """
     x, y = _check_xy(x, y, "evaluate")
-    if batch_size < 1:
-        raise ConfigError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}")
     if model.input_shape is not None and tuple(x.shape[1:]) != model.input_shape:
         raise ShapeError(f"evaluate: the model takes images of shape {model.input_shape} but the "
                          f"data has shape {tuple(x.shape[1:])}")
@@ -132,7 +232,7 @@ class Trainer:
     def __init__(self, model, optimizer="sgd", loss=None, lr=None, momentum=0.9, weight_decay=0.0,
                  schedule="constant", epochs=10, batch_size=64, seed=0, augment=None, out_dir=None,
                  patience=None, progress=True):
-        if not isinstance(epochs, int) or epochs < 1:
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -189,13 +289,22 @@ class Trainer:
         if ck_model.config()["layers"] != self.model.config()["layers"]:
             raise StateError(f"resume: checkpoint {path!r} holds a different architecture than the "
                              "model being trained; resume with the same model (or start fresh)")
+        if ck_model.dtype != self.model.dtype:
+            raise StateError(f"resume: checkpoint {path!r} holds {ck_model.dtype} weights but the "
+                             f"model being trained is {self.model.dtype}; resume with the same "
+                             "dtype (or start fresh)")
+        _check_checkpoint_info(info, path, len(self.model.layers))
         if info["optimizer"]["type"] != type(self.optimizer).__name__:
-            raise StateError(f"resume: checkpoint was trained with {info['optimizer']['type']} but "
-                             f"this run uses {type(self.optimizer).__name__}")
+            raise StateError(f"resume: checkpoint {path!r} was trained with "
+                             f"{info['optimizer']['type']} but this run uses "
+                             f"{type(self.optimizer).__name__}")
         if info.get("batch_size") != self.batch_size or info.get("seed") != self.seed:
-            raise StateError(f"resume: checkpoint used batch_size={info.get('batch_size')}, "
+            raise StateError(f"resume: checkpoint {path!r} used batch_size={info.get('batch_size')}, "
                              f"seed={info.get('seed')}; this run has batch_size={self.batch_size}, "
                              f"seed={self.seed}: resume with the same settings")
+        # everything that can refuse the checkpoint runs before the model is touched
+        self.optimizer.params = self.model.parameters()
+        self.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"])
         xp = self.model.xp
         for mine, theirs in zip(self.model.layers, ck_model.layers):
             for p, q in zip(mine.parameters(), theirs.parameters()):
@@ -204,8 +313,6 @@ class Trainer:
             for name, b in theirs.buffers().items():
                 mine.set_buffer(name, xp.asarray(b))
         self.model.normalization = ck_model.normalization
-        self.optimizer.params = self.model.parameters()
-        self.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"])
         for i, st in info.get("rng", {}).items():
             self.model.layers[int(i)]._set_rng_state(st)
         self.history = {k: list(info["history"].get(k, [])) for k in HISTORY_KEYS}
@@ -221,7 +328,7 @@ class Trainer:
         if isinstance(train, DataLoader):
             loader = train
         else:
-            x, y = _check_xy(*train, "fit")
+            x, y = _check_xy(*_pair(train, "fit"), "fit")
             if model.input_shape is not None and tuple(x.shape[1:]) != model.input_shape:
                 raise ShapeError(f"fit: the model takes images of shape {model.input_shape} (C, H, W) "
                                  f"but the training data has shape {tuple(x.shape[1:])}")
@@ -230,11 +337,20 @@ class Trainer:
             loader = DataLoader(x, y, self.batch_size, shuffle=True, seed=self.seed,
                                 normalize=model.normalization, augment=self.augment,
                                 dtype=model.dtype)
+        k = _num_classes(model)
+        if not isinstance(train, DataLoader) and k is not None:
+            _check_labels(y, "fit", k)
         if val is not None:
-            val = _check_xy(*val, "fit (validation data)")
+            val = _check_xy(*_pair(val, "fit (validation data)"), "fit (validation data)")
+            if k is not None:
+                _check_labels(val[1], "fit (validation data)", k)
         start_epoch, start_batch, partial = 0, 0, None
         if resume is not None:
             start_epoch, start_batch, partial = self.restore(resume)
+            if start_batch > len(loader):
+                raise StateError(f"resume: checkpoint {resume!r} stopped at batch {start_batch} of "
+                                 f"epoch {start_epoch + 1} but this data has {len(loader)} batches "
+                                 "per epoch: resume with the same data and batch size")
             if not isinstance(train, DataLoader):
                 loader.normalize = model.normalization
         if self.out_dir:

@@ -33,6 +33,8 @@ import gzip
 import math
 import os
 import struct
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -368,12 +370,27 @@ def _check_size(size, where):
     return h, w
 
 
+def _bomb_error(path: Path, exc, Image):
+    return DataError(f"{path}: refused as a possible decompression bomb: {exc} (Pillow's limit is "
+                     f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels; raise it only if "
+                     f"you trust the file)")
+
+
 def _open_image(path: Path):
-    """Open lazily (header only) and return (mode, (H, W)); DataError if not an image."""
+    """Open lazily (header only) and return (mode, (H, W)); DataError if not an image.
+
+    Pillow's decompression-bomb *warning* (more than ``Image.MAX_IMAGE_PIXELS`` pixels) is an
+    error here, like its DecompressionBombError (more than twice that): the header is all
+    that has been read, so nothing big has been allocated yet.
+    """
     Image, Unidentified = _pil()
     try:
-        with Image.open(path) as img:
-            return img.mode, (img.height, img.width)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.mode, (img.height, img.width)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error(path, exc, Image) from exc
     except Unidentified as exc:
         raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...); remove it "
                         f"from the folder") from exc
@@ -386,15 +403,19 @@ def _decode_image(path: Path, size, mode: str) -> np.ndarray:
     """Decode one image to a (H, W) or (H, W, 3) uint8 array in ``mode`` ('L' or 'RGB')."""
     Image, Unidentified = _pil()
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode != mode:
-                if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") and mode == "RGB":
-                    img = img.convert("L")
-                img = img.convert(mode)
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                if img.mode != mode:
+                    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") and mode == "RGB":
+                        img = img.convert("L")
+                    img = img.convert(mode)
+                if size is not None and (img.height, img.width) != tuple(size):
+                    img = img.resize((size[1], size[0]), Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error(path, exc, Image) from exc
     except Unidentified as exc:
         raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...); remove it "
                         f"from the folder") from exc
@@ -535,6 +556,64 @@ def read_image_folder(path, size=None, mode: str | None = None, classes=None):
 
 # -------------------------------------------------------------------------------------- npz
 
+def _npy_header(f, version):
+    fmt = np.lib.format
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(f)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(f)
+    reader = getattr(fmt, "_read_array_header", None)   # version 3.0 (utf-8 field names)
+    if reader is None:  # pragma: no cover - depends on the NumPy version
+        raise ValueError(f"unsupported .npy format version {version}")
+    return reader(f, version)
+
+
+def _check_npz_members(path: Path):
+    """Check every member of a .npz against the archive before NumPy allocates anything.
+
+    Each member must be a ``NAME.npy`` array (what ``numpy.savez`` writes) without Python
+    objects, and the bytes its header declares (shape x itemsize) must be exactly the bytes
+    the member holds - which itself may not exceed what its compressed size can expand to
+    (DEFLATE's ~1032:1).  So a forged header claiming 10**12 elements is a DataError before
+    any allocation.
+    """
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        packed = sum(i.compress_size for i in infos)
+        if packed > size:
+            raise DataError(f"{path}: the zip directory lists {packed} compressed bytes but the "
+                            f"file has only {size}; the archive is truncated or corrupt")
+        for info in infos:
+            name = info.filename
+            if not name.endswith(".npy") or info.is_dir():
+                raise DataError(f"{path}: member {name!r} is not a .npy array (numpy.savez "
+                                f"writes only NAME.npy members); not a dataset .npz")
+            limit = _MAX_DEFLATE_RATIO * max(info.compress_size, 1) + (1 << 16)
+            if info.file_size > limit:
+                raise DataError(f"{path}: member {name!r} claims {info.file_size} bytes from "
+                                f"{info.compress_size} compressed bytes, more than compression "
+                                f"can produce; the archive is corrupt")
+            try:
+                with zf.open(info) as f:
+                    shape, _, dtype = _npy_header(f, np.lib.format.read_magic(f))
+                    header = f.tell()
+            except Exception as exc:  # noqa: BLE001 - ValueError, EOFError, TokenError...
+                raise DataError(f"{path}: member {name!r} is not a valid .npy array "
+                                f"({type(exc).__name__}: {exc}); save the file again with "
+                                f"numpy.savez") from exc
+            if dtype.hasobject:
+                raise DataError(f"{path}: array {name[:-4]!r} is an object array, which could "
+                                f"only be loaded by unpickling (running code from the file); "
+                                f"numcnn refuses - save plain numeric arrays instead")
+            need = math.prod(shape) * dtype.itemsize
+            have = info.file_size - header
+            if need != have:
+                raise DataError(f"{path}: array {name[:-4]!r} declares shape {tuple(shape)} of "
+                                f"{dtype} = {need} bytes but its archive member holds {have} "
+                                f"bytes after the header; the file is truncated or corrupt")
+
+
 def read_npz(path) -> dict:
     """Read every array of a NumPy ``.npz`` archive into a ``{name: ndarray}`` dict.
 
@@ -554,6 +633,7 @@ def read_npz(path) -> dict:
                         f"this starts with {head!r}); save it with numpy.savez")
     out = {}
     try:
+        _check_npz_members(path)
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
                 try:
