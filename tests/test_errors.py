@@ -202,7 +202,7 @@ def test_cross_entropy_shape_and_type_errors():
     z = np.zeros((2, 3))
     raises(ShapeError, lambda: CrossEntropy().forward(z, [0]), "CrossEntropy", "(2,)", "(2, 3)", "(1,)")
     raises(ShapeError, lambda: CrossEntropy().forward(z[..., None], [0, 1]), "CrossEntropy", "(2, 3, 1)")
-    raises(ShapeError, lambda: CrossEntropy().forward(z, [0.5, 1.0]), "integer class ids")
+    raises(DTypeError, lambda: CrossEntropy().forward(z, [0.5, 1.0]), "integer class ids")
     raises(ShapeError, lambda: CrossEntropy().forward(z, [[0, 1]]), "CrossEntropy")
 
 

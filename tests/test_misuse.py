@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import numcnn
+
 from numcnn import datasets
 from numcnn.data.loader import DataLoader, compute_normalization
 from numcnn.errors import (ConfigError, DTypeError, ModelFileError, NonFiniteError, NumcnnError,
@@ -379,9 +381,6 @@ def test_predict_batch_size_zero_or_negative(bs):
            batch_size=bs, contains=("batch_size",))
 
 
-@pytest.mark.xfail(reason="numcnn/model.py: predict(batch_size=None or 1.5) raises TypeError "
-                          "(compares/uses batch_size before checking it is an int); reported",
-                   raises=TypeError, strict=False)
 @pytest.mark.parametrize("bs", [None, 1.5])
 def test_predict_batch_size_not_an_int(bs):
     expect("bad-batch-size", ConfigError, small_model().predict, np.zeros((2, 1, 8, 8), np.uint8),
@@ -416,3 +415,18 @@ def test_training_data_in_the_wrong_form(digits, train):
     data = {"x-only": x, "triple": (x, y, y), "none": None, "dict": {"x": x, "y": y}}[train]
     expect("wrong-data-form", ConfigError, Trainer(small_model(), epochs=1, progress=False).fit, data,
            contains=("pair",))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: numcnn.layers.BatchNorm2D(4, eps=float("nan")),
+    lambda: numcnn.layers.BatchNorm1D(4, momentum=float("inf")),
+    lambda: numcnn.layers.LeakyReLU(float("nan")),
+    lambda: numcnn.layers.Conv2D(1, 2, 3, dtype="float16"),
+    lambda: numcnn.layers.Dense(3, 2, dtype="object"),
+    lambda: numcnn.layers.layer_from_config({"type": ["Dense"]}),
+    lambda: numcnn.layers.layer_from_config({"type": "BatchNorm2D", "num_features": 3, "eps": "x"}),
+], ids=["bn-eps-nan", "bn-momentum-inf", "leaky-nan", "conv-float16", "dense-object",
+        "type-not-str", "bn-eps-str"])
+def test_layer_constructors_refuse_bad_arguments(make):
+    with pytest.raises(ConfigError):
+        make()

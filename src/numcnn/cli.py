@@ -20,7 +20,7 @@ import numpy as np
 from .errors import ConfigError, DataError, ModelFileError, NumcnnError
 
 DEFAULTS = dict(data="mnist-5k", model="lenet5", epochs=15, batch_size=32, optimizer="adam",
-                momentum=0.9, schedule="cosine", shift=2)
+                momentum=0.9, schedule="cosine")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
 
 
@@ -118,6 +118,8 @@ def cmd_train(args):
                                             f"{os.path.basename(args.model).split('.')[0]}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
+    if args.shift is None:        # 2 pixels for 28x28 digits, 1 for 8x8: about 1/14 of the side
+        args.shift = max(1, round(xtr.shape[-1] / 14))
     augment = Augment(shift=args.shift, flip=args.flip) if (args.shift or args.flip) else None
     trainer = Trainer(model, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
@@ -131,8 +133,11 @@ def cmd_train(args):
     history = trainer.fit((xtr, ytr), (xte, yte), resume=args.resume)
     elapsed = time.perf_counter() - t0
     if trainer.interrupted:
+        again = [a for a in (args.argv or []) if a != "--resume"]
+        if args.resume and args.resume in again:
+            again.remove(args.resume)
         _say(f"\ninterrupted: checkpoint saved to {trainer.checkpoint_path}; continue with\n"
-             f"  numcnn train {' '.join(sys.argv[2:])} --resume {trainer.checkpoint_path}")
+             f"  numcnn train {' '.join(again)} --resume {trainer.checkpoint_path}")
         return 130
     report = evaluate(model, xte, yte)
     with open(os.path.join(out, "evaluation.json"), "w") as f:
@@ -346,7 +351,8 @@ def build_parser():
     t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD momentum")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--schedule", default=DEFAULTS["schedule"], choices=["constant", "step", "cosine"])
-    t.add_argument("--shift", type=int, default=DEFAULTS["shift"], help="random-shift augmentation in pixels (0: off)")
+    t.add_argument("--shift", type=int, default=None, help="random-shift augmentation in pixels "
+                   "(0: off; default about 1/14 of the image side: 2 for 28x28, 1 for 8x8)")
     t.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
     t.add_argument("--image-size", type=int, default=None, help="resize image folders to this size")
     t.add_argument("--seed", type=int, default=0)
@@ -405,6 +411,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -413,6 +420,12 @@ def main(argv=None):
     except NumcnnError as exc:
         print(f"numcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                 # `numcnn convdemo | head`: the reader left
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except (OSError, MemoryError) as exc:
         print(f"numcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2

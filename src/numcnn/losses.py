@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .backend import get_array_module
-from .errors import ConfigError, NonFiniteError, ShapeError, StateError
+from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
 from .functional import cross_entropy_backward, cross_entropy_forward
 
 
@@ -42,7 +42,7 @@ class CrossEntropy:
             if labels.dtype.kind == "f" and bool(xp.all(labels == xp.round(labels))):
                 labels = labels.astype(xp.int64)
             else:
-                raise ShapeError(f"CrossEntropy: labels must be integer class ids, got dtype {labels.dtype}")
+                raise DTypeError(f"CrossEntropy: labels must be integer class ids, got dtype {labels.dtype}")
         k = logits.shape[1]
         if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
             raise ConfigError(f"CrossEntropy: labels must be in [0, {k - 1}] for {k} classes, got "

@@ -164,8 +164,8 @@ class Sequential:
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise ShapeError(f"predict: the model takes images of shape {self.input_shape} "
                              f"(C, H, W) but got a batch of shape {tuple(x.shape)}")
-        if batch_size < 1:
-            raise ConfigError(f"predict: batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
         if len(x) == 0:
             raise ShapeError("predict: got an empty batch")
         outs = []

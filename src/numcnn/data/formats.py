@@ -392,8 +392,8 @@ def _open_image(path: Path):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb_error(path, exc, Image) from exc
     except Unidentified as exc:
-        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...); remove it "
-                        f"from the folder") from exc
+        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...): check the "
+                        f"path, or remove it from the image folder") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
         raise DataError(f"{path}: cannot open image ({type(exc).__name__}: {exc}); the file "
                         f"is damaged, too large or not an image - remove or replace it") from exc
@@ -417,8 +417,8 @@ def _decode_image(path: Path, size, mode: str) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb_error(path, exc, Image) from exc
     except Unidentified as exc:
-        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...); remove it "
-                        f"from the folder") from exc
+        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...): check the "
+                        f"path, or remove it from the image folder") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
         raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); the file "
                         f"is damaged, truncated or too large - remove or replace it") from exc

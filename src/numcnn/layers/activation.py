@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..errors import ConfigError
-from .base import Layer
+from .base import Layer, check_finite_number
 
 
 class _Elementwise(Layer):
@@ -51,9 +50,7 @@ class LeakyReLU(_Elementwise):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool):
-            raise ConfigError(f"LeakyReLU: negative_slope must be a number, got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_finite_number(negative_slope, "negative_slope", "LeakyReLU")
 
     def config(self):
         return {"negative_slope": self.negative_slope}

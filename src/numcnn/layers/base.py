@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 from ..backend import get_array_module
-from ..errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
+from ..errors import ConfigError, DTypeError, NonFiniteError, NumcnnError, ShapeError, StateError
 
 REGISTRY: dict[str, type] = {}
 
@@ -230,6 +230,25 @@ def check_finite(x, where: str, shape=None):
                                  "during training")
 
 
+def check_dtype(dtype, layer):
+    """Parameters are float32 or float64; anything else is refused."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"{layer}: dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def check_finite_number(value, name, layer):
+    import math
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)):
+        raise ConfigError(f"{layer}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def check_positive_int(value, name, layer, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{layer}: {name} must be an int >= {minimum}, got {value!r}")
@@ -241,13 +260,17 @@ def layer_from_config(spec: dict) -> Layer:
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f"a layer description must be a dict with a 'type' key, got {spec!r}")
     kind = spec["type"]
+    if not isinstance(kind, str):
+        raise ConfigError(f"a layer's 'type' must be a string, got {kind!r}")
     cls = REGISTRY.get(kind)
     if cls is None or kind == "Layer" or kind.startswith("_"):
         raise ConfigError(f"unknown layer type {kind!r}; known types: {', '.join(sorted(k for k in REGISTRY if not k.startswith('_')))}")
     args = {k: v for k, v in spec.items() if k != "type"}
     try:
         return cls(**args)
-    except TypeError as exc:
+    except NumcnnError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"bad arguments for {kind}: {exc}") from None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
 from ..init import as_generator, init_bias, init_weight
-from .base import Layer, Parameter, check_positive_int
+from .base import Layer, Parameter, check_dtype, check_positive_int
 
 
 class Conv2D(Layer):
@@ -29,6 +29,7 @@ class Conv2D(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, init="kaiming_uniform", rng=None, dtype="float32"):
         name = f"Conv2D({in_channels}, {out_channels}, kernel_size={kernel_size})"
+        check_dtype(dtype, name)
         self.in_channels = check_positive_int(in_channels, "in_channels", name)
         self.out_channels = check_positive_int(out_channels, "out_channels", name)
         self.kernel_size = F.pair(kernel_size, "kernel_size")

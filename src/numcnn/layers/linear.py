@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import functional as F
 from ..init import as_generator, init_bias, init_weight
-from .base import Layer, Parameter, check_positive_int
+from .base import Layer, Parameter, check_dtype, check_positive_int
 
 
 class Dense(Layer):
@@ -17,6 +17,7 @@ class Dense(Layer):
     def __init__(self, in_features, out_features, bias=True, init="kaiming_uniform", rng=None,
                  dtype="float32"):
         name = f"Dense({in_features}, {out_features})"
+        check_dtype(dtype, name)
         self.in_features = check_positive_int(in_features, "in_features", name)
         self.out_features = check_positive_int(out_features, "out_features", name)
         rng = as_generator(rng)

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import ConfigError
-from .base import Layer, Parameter, check_positive_int
+from .base import Layer, Parameter, check_dtype, check_finite_number, check_positive_int
 
 
 class _BatchNorm(Layer):
@@ -17,7 +17,10 @@ class _BatchNorm(Layer):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype="float32"):
         name = f"{type(self).__name__}({num_features})"
         self.num_features = check_positive_int(num_features, "num_features", name)
-        if not 0.0 <= float(momentum) <= 1.0 or float(eps) <= 0:
+        check_dtype(dtype, name)
+        eps = check_finite_number(eps, "eps", name)
+        momentum = check_finite_number(momentum, "momentum", name)
+        if not 0.0 <= momentum <= 1.0 or eps <= 0:
             raise ConfigError(f"{name}: need 0 <= momentum <= 1 and eps > 0, got {momentum}, {eps}")
         self.eps, self.momentum = float(eps), float(momentum)
         self.weight = Parameter(np.ones(num_features, dtype=dtype), "weight")    # gamma
