@@ -14,6 +14,15 @@ import torch
 
 torch.set_num_threads(1)
 
+# One BLAS thread for the whole suite: these are small matrices, and on a busy 2-core machine
+# multi-threaded OpenBLAS spins and runs them many times slower (measured up to 25x), which would
+# make the suite's time depend on whatever else runs.  Results don't depend on it.
+try:
+    from threadpoolctl import threadpool_limits
+    _BLAS_LIMIT = threadpool_limits(1)
+except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+    _BLAS_LIMIT = None
+
 #: the two dtypes numcnn computes in
 DTYPES = (np.float32, np.float64)
 DTYPE_IDS = ("float32", "float64")
