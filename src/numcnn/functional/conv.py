@@ -27,20 +27,89 @@ from ._util import conv_output_size
 from .im2col import col2im, col2im_wide, im2col, im2col_wide, pad2d, unpad2d
 
 
+#: Columns are built for a block of images at a time, about this many bytes of them: a block
+#: stays in the processor's cache between im2col writing it and the GEMM reading it, and memory
+#: stays bounded (a CIFAR-size layer's columns for a whole batch are ~100 MB).  Measured on a
+#: 32->32 3x3 conv at 32x32, batch 64: the whole batch at once took 2.2x longer than 4 MB blocks;
+#: for LeNet's small layers one block of the whole batch (~6 MB) was fastest.
+BLOCK_BYTES = 6 * 1024 * 1024
+
+#: When a layer's columns fit in one block they are kept for the backward pass (no rebuilding);
+#: bigger ones are rebuilt block by block in backward, which keeps a training step's memory
+#: close to its activations'.
+
+
 @dataclass
 class ConvCache:
-    """What the backward pass needs from the forward pass."""
-    cols: object           # (C*kh*kw [+1 ones row for the bias], N*H'*W') columns (W' = Wp if wide)
-    x_shape: tuple         # (N, C, H, W) of the unpadded input
+    """What the backward pass needs from the forward pass: the input (columns are rebuilt)."""
+    x: object              # the input, in ``layout``
     stride: tuple
     padding: tuple
     dilation: tuple
-    wide: bool = False     # stride-1 fast path: output rows run the full padded width
     layout: str = "NCHW"   # or "CNHW": channels first, the layout Sequential uses inside
+    has_bias: bool = True
+    cols: object = None    # the columns, when the whole batch was one block (else rebuilt)
+
+
+@dataclass
+class _Geometry:
+    n: int
+    c: int
+    h: int
+    w: int
+    ho: int
+    wo: int
+    width: int             # columns per output row: Wp for the stride-1 "wide" path, else W'
+    wide: bool
+    k: int                 # C * kh * kw
+    block: int             # images per block
+
+
+def _geometry(x_shape, weight_shape, stride, padding, dilation, layout, itemsize):
+    n, c, h, w = x_shape if layout == "NCHW" else (x_shape[1], x_shape[0]) + tuple(x_shape[2:])
+    _, _, kh, kw = weight_shape
+    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    wide = tuple(stride) == (1, 1)
+    width = w + 2 * padding[1] if wide else wo
+    k = c * kh * kw
+    per_image = (k + 1) * ho * width * itemsize
+    block = max(1, min(n, BLOCK_BYTES // max(per_image, 1)))
+    return _Geometry(n, c, h, w, ho, wo, width, wide, k, block)
+
+
+def _images(a, n0, n1, layout):
+    """Images n0..n1 of a 4-D array in ``layout`` (a view)."""
+    return a[n0:n1] if layout == "NCHW" else a[:, n0:n1]
+
+
+def _columns(x_block, g: _Geometry, kernel, stride, padding, dilation, layout, ones, store=None):
+    """The GEMM operand for a block of images: (C*kh*kw [+ a row of ones], m*H'*width).
+
+    ``store``: a flat buffer to build it in (reused from block to block).
+    """
+    xp = get_array_module(x_block)
+    m = x_block.shape[0] if layout == "NCHW" else x_block.shape[1]
+    size = (g.k + ones) * m * g.ho * g.width
+    if store is None:
+        store = xp.empty(size, dtype=x_block.dtype)
+    buf = store[:size].reshape(g.k + ones, m * g.ho * g.width)
+    cols = buf[:g.k].reshape(g.c, kernel[0], kernel[1], m, g.ho, g.width)
+    if g.wide:
+        im2col_wide(x_block, padding, kernel, dilation, g.ho, layout, out=cols)
+    else:
+        im2col(pad2d(x_block, padding), kernel, stride, dilation, (g.ho, g.wo), out=cols, layout=layout)
+    if ones:
+        buf[g.k] = 1
+    return buf
+
+
+def _store(g, ones, dtype, xp):
+    return xp.empty((g.k + ones) * g.block * g.ho * g.width, dtype=dtype)
 
 
 def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-                   layout="NCHW"):
+                   layout="NCHW", training=True):
     """Convolve ``x`` with ``weight`` and add ``bias``; returns ``(out, cache)``.
 
     ``stride``, ``padding`` and ``dilation`` are ``(h, w)`` pairs.  The caller validates shapes.
@@ -48,69 +117,85 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     layout, so a network that stays in it needs no transposed copies between layers.
     """
     xp = get_array_module(x)
-    n, c, h, w = x.shape if layout == "NCHW" else (x.shape[1], x.shape[0]) + x.shape[2:]
     o, _, kh, kw = weight.shape
-    ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
-    wide = stride == (1, 1)
-    k = c * kh * kw
-    width = w + 2 * padding[1] if wide else wo
-    rows = k + (bias is not None)
-    buf = xp.empty((rows, n * ho * width), dtype=x.dtype)                 # columns (+ ones row)
-    cols = buf[:k].reshape(c, kh, kw, n, ho, width)
-    if wide:
-        im2col_wide(x, padding, (kh, kw), dilation, ho, layout, out=cols)
+    g = _geometry(x.shape, weight.shape, stride, padding, dilation, layout, x.dtype.itemsize)
+    if bias is not None:                                   # [W | b] against [cols ; 1]
+        wmat = xp.empty((o, g.k + 1), dtype=weight.dtype)
+        wmat[:, :g.k] = weight.reshape(o, g.k)
+        wmat[:, g.k] = bias
     else:
-        im2col(pad2d(x, padding), (kh, kw), stride, dilation, (ho, wo), out=cols, layout=layout)
-    if bias is not None:
-        buf[k] = 1
-        wmat = xp.empty((o, rows), dtype=weight.dtype)
-        wmat[:, :k] = weight.reshape(o, k)
-        wmat[:, k] = bias
-    else:
-        wmat = weight.reshape(o, k)
-    out = wmat @ buf                                                        # (O, N*H'*W'): one GEMM
-    out = out.reshape(o, n, ho, width)[..., :wo]
-    # NCHW needs a transposed copy; in CNHW the (strided) view is handed on as it is: the next
-    # layer reads it once anyway, so copying it here would be one more pass over the output
-    out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3)) if layout == "NCHW" else out
-    return out, ConvCache(buf, x.shape, stride, padding, dilation, wide, layout)
+        wmat = weight.reshape(o, g.k)
+    out = xp.empty((g.n, o, g.ho, g.wo) if layout == "NCHW" else (o, g.n, g.ho, g.wo), dtype=x.dtype)
+    store = _store(g, bias is not None, x.dtype, xp)
+    for n0 in range(0, g.n, g.block):                       # blocks of images, not single images
+        n1 = min(g.n, n0 + g.block)
+        cols = _columns(_images(x, n0, n1, layout), g, (kh, kw), stride, padding, dilation,
+                        layout, bias is not None, store)
+        res = (wmat @ cols).reshape(o, n1 - n0, g.ho, g.width)[..., :g.wo]   # one GEMM per block
+        if layout == "NCHW":
+            out[n0:n1] = res.transpose(1, 0, 2, 3)
+        else:
+            out[:, n0:n1] = res
+    keep = cols if training and g.block == g.n else None
+    return out, ConvCache(x, stride, padding, dilation, layout, bias is not None, keep)
 
 
 def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_input=True):
     """Gradients of the loss with respect to input, weight and bias: ``(dx, dw, db)``.
 
     ``grad_out`` is dL/dO with the shape of the forward output.  ``dx`` is None when
-    ``need_input`` is False (the first layer of a network never needs it).
+    ``need_input`` is False (the first layer of a network never needs it).  The columns of each
+    block of images are rebuilt from the cached input (cheaper than keeping them: see
+    :data:`BLOCK_BYTES`).
     """
     xp = get_array_module(grad_out)
     o, c, kh, kw = weight.shape
-    cnhw = cache.layout == "CNHW"
-    n, _, h, w = (cache.x_shape[1], cache.x_shape[0]) + cache.x_shape[2:] if cnhw else cache.x_shape
-    g_on = grad_out if cnhw else grad_out.transpose(1, 0, 2, 3)           # (O, N, H', W') view
-    ho, wo = grad_out.shape[2:]
-    k = c * kh * kw
-    width = cache.cols.shape[1] // (n * ho)
-    if cache.wide:   # zero gradient for the garbage columns of the wide layout
-        g = xp.zeros((o, n, ho, width), dtype=grad_out.dtype)
-        g[..., :wo] = g_on
-        g = g.reshape(o, -1)
-    else:
-        g = xp.ascontiguousarray(g_on).reshape(o, -1)                           # (O, N*H'*W')
-    dwb = g @ cache.cols.T               # (O, K [+1]): dL/dK = sum_j dL/dO_j * I_j (and dL/db)
-    dw = xp.ascontiguousarray(dwb[:, :k]).reshape(weight.shape)
-    db = None
-    if need_bias:
-        db = dwb[:, k].copy() if cache.cols.shape[0] > k else g.sum(axis=1)
-    dx = None
-    if need_input:
-        dcols = (weight.reshape(o, k).T @ g).reshape(c, kh, kw, n, ho, width)
-        if cache.wide:
-            return col2im_wide(dcols, cache.x_shape, cache.padding, cache.dilation, cache.layout), dw, db
-        padded = (n, c, h + 2 * cache.padding[0], w + 2 * cache.padding[1])
-        dx = col2im(dcols, padded, (kh, kw), cache.stride, cache.dilation, cache.layout)
-        dx = xp.ascontiguousarray(unpad2d(dx, cache.padding))
+    layout, x = cache.layout, cache.x
+    g = _geometry(x.shape, weight.shape, cache.stride, cache.padding, cache.dilation, layout,
+                  x.dtype.itemsize)
+    ones = bool(need_bias)
+    if cache.cols is not None and cache.cols.shape[0] != g.k + ones:
+        ones = cache.cols.shape[0] - g.k              # kept columns carry the bias row
+    dwb = xp.zeros((o, g.k + ones), dtype=grad_out.dtype)
+    store = _store(g, ones, x.dtype, xp) if cache.cols is None else None
+    dx = xp.empty(x.shape, dtype=x.dtype) if need_input else None
+    wt = weight.reshape(o, g.k).T
+    for n0 in range(0, g.n, g.block):
+        n1 = min(g.n, n0 + g.block)
+        m = n1 - n0
+        go = _images(grad_out, n0, n1, layout)
+        go = go.transpose(1, 0, 2, 3) if layout == "NCHW" else go          # (O, m, H', W')
+        if g.wide:            # zero gradient for the garbage columns of the wide layout
+            gm = xp.zeros((o, m, g.ho, g.width), dtype=grad_out.dtype)
+            gm[..., :g.wo] = go
+        else:
+            gm = xp.ascontiguousarray(go)
+        gm = gm.reshape(o, -1)
+        cols = cache.cols if cache.cols is not None else _columns(
+            _images(x, n0, n1, layout), g, (kh, kw), cache.stride, cache.padding, cache.dilation,
+            layout, ones, store)
+        dwb += gm @ cols.T         # dL/dK = sum_j dL/dO_j * I_j  (and dL/db from the ones row)
+        if need_input:
+            dcols = (wt @ gm).reshape(c, kh, kw, m, g.ho, g.width)   # W^T @ dL/dO
+            if g.wide:
+                shape = (m, c, g.h, g.w) if layout == "NCHW" else (c, m, g.h, g.w)
+                dxb = col2im_wide(dcols, shape, cache.padding, cache.dilation, layout)
+            else:
+                padded = (m, c, g.h + 2 * cache.padding[0], g.w + 2 * cache.padding[1])
+                dxb = unpad2d(col2im(dcols, padded, (kh, kw), cache.stride, cache.dilation, layout),
+                              cache.padding)
+            if layout == "NCHW":
+                dx[n0:n1] = dxb
+            else:
+                dx[:, n0:n1] = dxb
+    dw = xp.ascontiguousarray(dwb[:, :g.k]).reshape(weight.shape)
+    db = dwb[:, g.k].copy() if need_bias and ones else (gm_sum(grad_out, layout) if need_bias else None)
     return dx, dw, db
+
+
+def gm_sum(grad_out, layout):
+    """dL/db = sum of dL/dO over images and positions (when no ones row was built)."""
+    return grad_out.sum(axis=(0, 2, 3) if layout == "NCHW" else (1, 2, 3))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):

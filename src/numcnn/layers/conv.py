@@ -86,7 +86,7 @@ class Conv2D(Layer):
                              "padding or a smaller kernel")
         out, self._cache = F.conv2d_forward(
             x, self.weight.value, None if self.bias is None else self.bias.value,
-            self.stride, self.padding, self.dilation, layout)
+            self.stride, self.padding, self.dilation, layout, training)
         return out
 
     def backward(self, grad_out):
