@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ConfigError, DataError, ModelFileError, NumcnnError
 
-DEFAULTS = dict(data="mnist-5k", model="lenet5", epochs=15, batch_size=32, optimizer="adam",
+DEFAULTS = dict(data="mnist-5k", model="lenet5", epochs=30, batch_size=32, optimizer="adam",
                 momentum=0.9, schedule="cosine")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
 
@@ -299,7 +299,7 @@ def cmd_convdemo(args):
     os.makedirs(args.out, exist_ok=True)
     if args.gallery:
         from .data.formats import load_image
-        img = load_image(args.gallery)
+        img = convdemo.sample_image(64, rgb=True) if args.gallery == "sample" else load_image(args.gallery)
         path = convdemo.kernel_gallery(img, os.path.join(args.out, "kernels.png"))
         _say(f"applied {len(convdemo.classic_kernels())} classic kernels: wrote {path}")
         return 0
@@ -398,7 +398,8 @@ def build_parser():
     c.add_argument("--stride", type=int, default=1)
     c.add_argument("--padding", type=int, default=0)
     c.add_argument("--bias", type=float, default=0.0)
-    c.add_argument("--gallery", default=None, help="apply edge/sharpen/blur kernels to this image, side by side")
+    c.add_argument("--gallery", nargs="?", const="sample", default=None, metavar="IMAGE",
+                   help="apply edge/sharpen/blur kernels to IMAGE (a built-in picture if none), side by side")
     c.add_argument("--out", default="convdemo", help="output folder (default %(default)s)")
     c.add_argument("--quiet", action="store_true", help="don't print every step")
     c.set_defaults(func=cmd_convdemo)
