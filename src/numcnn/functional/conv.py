@@ -156,7 +156,7 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     ones = bool(need_bias)
     if cache.cols is not None and cache.cols.shape[0] != g.k + ones:
         ones = cache.cols.shape[0] - g.k              # kept columns carry the bias row
-    dwb = xp.zeros((o, g.k + ones), dtype=grad_out.dtype)
+    dwb_t = xp.zeros((g.k + ones, o), dtype=grad_out.dtype)   # (dL/dK | dL/db) transposed
     store = _store(g, ones, x.dtype, xp) if cache.cols is None else None
     dx = xp.empty(x.shape, dtype=x.dtype) if need_input else None
     wt = weight.reshape(o, g.k).T
@@ -174,7 +174,13 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
         cols = cache.cols if cache.cols is not None else _columns(
             _images(x, n0, n1, layout), g, (kh, kw), cache.stride, cache.padding, cache.dilation,
             layout, ones, store)
-        dwb += gm @ cols.T         # dL/dK = sum_j dL/dO_j * I_j  (and dL/db from the ones row)
+        # dL/dK = sum_j dL/dO_j * I_j (and dL/db from the ones row).  OpenBLAS runs these long,
+        # thin products ~1.3x faster as cols @ gm^T once there are 16+ kernels, and the other
+        # way round for a handful (LeNet's first layer): measured, see docs/performance.md
+        if o >= 16:
+            dwb_t += cols @ gm.T
+        else:
+            dwb_t += (gm @ cols.T).T
         if need_input:
             dcols = (wt @ gm).reshape(c, kh, kw, m, g.ho, g.width)   # W^T @ dL/dO
             if g.wide:
@@ -188,8 +194,8 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
                 dx[n0:n1] = dxb
             else:
                 dx[:, n0:n1] = dxb
-    dw = xp.ascontiguousarray(dwb[:, :g.k]).reshape(weight.shape)
-    db = dwb[:, g.k].copy() if need_bias and ones else (gm_sum(grad_out, layout) if need_bias else None)
+    dw = xp.ascontiguousarray(dwb_t[:g.k].T).reshape(weight.shape)
+    db = dwb_t[g.k].copy() if need_bias and ones else (gm_sum(grad_out, layout) if need_bias else None)
     return dx, dw, db
 
 
