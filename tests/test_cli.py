@@ -276,3 +276,54 @@ def test_bad_input_real_process(case, bad_files):
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "usage: numcnn" in capsys.readouterr().out
+
+
+ARCH_TOML = """
+input_shape = [1, 8, 8]
+
+[[layers]]
+type = "Conv2D"
+in_channels = 1
+out_channels = 8
+kernel_size = 3
+padding = 1
+
+[[layers]]
+type = "ReLU"
+
+[[layers]]
+type = "MaxPool2D"
+kernel_size = 2
+
+[[layers]]
+type = "Flatten"
+
+[[layers]]
+type = "Dense"
+in_features = 128
+out_features = 10
+"""
+
+
+def test_train_and_summary_with_a_toml_and_a_json_architecture(tmp_path):
+    toml_path = tmp_path / "net.toml"
+    toml_path.write_text(ARCH_TOML)
+    rc, out, err = main_capture("summary", toml_path)
+    assert rc == 0, err
+    assert "Conv2D(1, 8, kernel_size=3, padding=1)" in out and "1,370 parameters" in out  # conv 8*9 + 8, dense 128*10 + 10
+    rc, out, err = main_capture("train", "--data", "digits", "--model", toml_path, "--epochs", 2,
+                                "--no-progress", "--out", tmp_path / "run")
+    assert rc == 0, err
+    acc = percent(r"test accuracy ([\d.]+)%", out)
+    assert acc > 50.0                      # two epochs of a tiny net: it learns
+    model = nio.load_model(tmp_path / "run" / "model.safetensors")
+    assert [type(l).__name__ for l in model.layers] == ["Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense"]
+    json_path = tmp_path / "net.json"
+    json_path.write_text(json.dumps(model.config()))
+    rc, out2, err = main_capture("summary", json_path)
+    assert rc == 0, err
+    assert out2.splitlines()[-1] == out_summary_total(model)
+
+
+def out_summary_total(model):
+    return model.summary().splitlines()[-1]
