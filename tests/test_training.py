@@ -23,18 +23,6 @@ from numcnn.model import Sequential
 from numcnn.training import HISTORY_KEYS, Trainer, TrainingDiverged, evaluate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Small matrices: BLAS threads only fight each other (25x slower on a busy 2-core box)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(1):
-        yield
-
-
 @pytest.fixture(scope="module")
 def digits():
     return datasets.load("digits")
