@@ -29,6 +29,7 @@ bomb gives a prompt ``DataError`` rather than a ``MemoryError``.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -370,10 +371,25 @@ def _check_size(size, where):
     return h, w
 
 
-def _bomb_error(path: Path, exc, Image):
-    return DataError(f"{path}: refused as a possible decompression bomb: {exc} (Pillow's limit is "
-                     f"Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels; raise it only if "
-                     f"you trust the file)")
+@contextlib.contextmanager
+def _pillow_errors(path: Path, action: str, damage: str):
+    """Turn whatever Pillow raises while it ``action``s (opens, decodes) ``path`` into a
+    DataError naming the file; its decompression-bomb *warning* counts as an error too."""
+    Image, Unidentified = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a possible decompression bomb: {exc} (Pillow's "
+                        f"limit is Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels; "
+                        f"raise it only if you trust the file)") from exc
+    except Unidentified as exc:
+        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...): check the "
+                        f"path, or remove it from the image folder") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise DataError(f"{path}: cannot {action} image ({type(exc).__name__}: {exc}); the file "
+                        f"is {damage} - remove or replace it") from exc
 
 
 def _open_image(path: Path):
@@ -383,46 +399,25 @@ def _open_image(path: Path):
     error here, like its DecompressionBombError (more than twice that): the header is all
     that has been read, so nothing big has been allocated yet.
     """
-    Image, Unidentified = _pil()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                return img.mode, (img.height, img.width)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb_error(path, exc, Image) from exc
-    except Unidentified as exc:
-        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...): check the "
-                        f"path, or remove it from the image folder") from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-        raise DataError(f"{path}: cannot open image ({type(exc).__name__}: {exc}); the file "
-                        f"is damaged, too large or not an image - remove or replace it") from exc
+    Image, _ = _pil()
+    with _pillow_errors(path, "open", "damaged, too large or not an image"):
+        with Image.open(path) as img:
+            return img.mode, (img.height, img.width)
 
 
 def _decode_image(path: Path, size, mode: str) -> np.ndarray:
     """Decode one image to a (H, W) or (H, W, 3) uint8 array in ``mode`` ('L' or 'RGB')."""
-    Image, Unidentified = _pil()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                if img.mode != mode:
-                    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") and mode == "RGB":
-                        img = img.convert("L")
-                    img = img.convert(mode)
-                if size is not None and (img.height, img.width) != tuple(size):
-                    img = img.resize((size[1], size[0]), Image.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb_error(path, exc, Image) from exc
-    except Unidentified as exc:
-        raise DataError(f"{path}: not an image Pillow can read (PNG, JPEG, BMP...): check the "
-                        f"path, or remove it from the image folder") from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}); the file "
-                        f"is damaged, truncated or too large - remove or replace it") from exc
-    return arr
+    Image, _ = _pil()
+    with _pillow_errors(path, "decode", "damaged, truncated or too large"):
+        with Image.open(path) as img:
+            img.load()
+            if img.mode != mode:
+                if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") and mode == "RGB":
+                    img = img.convert("L")
+                img = img.convert(mode)
+            if size is not None and (img.height, img.width) != tuple(size):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
 
 
 def load_image(path, size=None, channels: int | None = None) -> np.ndarray:
