@@ -62,10 +62,8 @@ def test_random_conv_cases_cover_the_requested_ranges():
     assert any(not cs["bias"] for cs in cases)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("seed", range(N_CONV_CASES))
-def test_conv2d_forward_and_grads_match_torch_random_shapes(seed, dtype):
-    case = random_conv_case(seed)
+def check_conv_case_against_torch(case, dtype):
+    """conv2d_forward/backward of a random case give torch's out, dx, dw and db."""
     x, w, b = make_conv_arrays(case, dtype)
     out, cache = F.conv2d_forward(x, w, b, case["s"], case["p"], case["d"])
     g = case["rng"].standard_normal(out.shape).astype(dtype)
@@ -81,22 +79,19 @@ def test_conv2d_forward_and_grads_match_torch_random_shapes(seed, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("seed", range(N_CONV_CASES))
+def test_conv2d_forward_and_grads_match_torch_random_shapes(seed, dtype):
+    check_conv_case_against_torch(random_conv_case(seed), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("seed", range(1000, 1060))
 def test_conv2d_stride1_fast_path_matches_torch_random_shapes(seed, dtype):
     """Stride (1, 1) takes the "wide" im2col path (rows run the full padded width): check it
     separately with random kernels, padding and dilation."""
     case = random_conv_case(seed)
     case["s"] = (1, 1)
-    x, w, b = make_conv_arrays(case, dtype)
-    out, cache = F.conv2d_forward(x, w, b, case["s"], case["p"], case["d"])
-    g = case["rng"].standard_normal(out.shape).astype(dtype)
-    dx, dw, db = F.conv2d_backward(g, w, cache, need_bias=b is not None)
-    t_out, t_dx, t_dw, t_db = torch_conv(x, w, b, case["s"], case["p"], case["d"], grad_out=g)
-    assert_close(out, t_out, dtype, what="out")
-    assert_close(dx, t_dx, dtype, what="dx")
-    assert_close(dw, t_dw, dtype, what="dw")
-    if b is not None:
-        assert_close(db, t_db, dtype, what="db")
+    check_conv_case_against_torch(case, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
