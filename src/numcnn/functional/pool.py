@@ -37,6 +37,14 @@ def _geometry(x_shape, kernel, stride, padding):
             conv_output_size(w, kernel[1], stride[1], padding[1]))
 
 
+def _padded_zeros(grad_out, cache: PoolCache):
+    """A zero dL/d(padded input): backward adds each window's share in, then crops the padding."""
+    n, c, h, w = cache.x_shape
+    ph, pw = cache.padding
+    xp = get_array_module(grad_out)
+    return xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+
+
 def _offsets(kernel, stride, out_hw):
     """Yield ``(k, rows, cols)`` for each window offset: the strided slices it covers."""
     k = 0
@@ -73,9 +81,7 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), need_argmax=True):
 def max_pool2d_backward(grad_out, cache: PoolCache):
     """Route each output's gradient to the input element that won its window."""
     xp = get_array_module(grad_out)
-    n, c, h, w = cache.x_shape
-    ph, pw = cache.padding
-    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    dx = _padded_zeros(grad_out, cache)
     out_hw = grad_out.shape[2:]
     # windows that don't overlap write disjoint slices: assign instead of accumulating
     disjoint = cache.stride[0] >= cache.kernel[0] and cache.stride[1] >= cache.kernel[1]
@@ -94,7 +100,10 @@ def avg_pool2d_forward(x, kernel, stride, padding=(0, 0)):
     out = None
     for _, rows, cols in _offsets(kernel, stride, out_hw):
         s = xpad[:, :, rows, cols]
-        out = s.copy() if out is None else out.__iadd__(s)
+        if out is None:
+            out = s.copy()
+        else:
+            out += s
     out *= x.dtype.type(1.0 / (kernel[0] * kernel[1]))
     return out, PoolCache(None, x.shape, kernel, stride, padding)
 
@@ -102,9 +111,7 @@ def avg_pool2d_forward(x, kernel, stride, padding=(0, 0)):
 def avg_pool2d_backward(grad_out, cache: PoolCache):
     """Every input under a window receives ``grad / (kh * kw)`` from that window."""
     xp = get_array_module(grad_out)
-    n, c, h, w = cache.x_shape
-    ph, pw = cache.padding
-    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad_out.dtype)
+    dx = _padded_zeros(grad_out, cache)
     share = grad_out * grad_out.dtype.type(1.0 / (cache.kernel[0] * cache.kernel[1]))
     for _, rows, cols in _offsets(cache.kernel, cache.stride, grad_out.shape[2:]):
         dx[:, :, rows, cols] += share
