@@ -1,10 +1,23 @@
 """Ready-made architectures (presets), each a plain :class:`numcnn.Sequential`."""
 from __future__ import annotations
 
+import math
+
 from .errors import ConfigError
 from .init import as_generator
 from .layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU)
 from .model import Sequential
+
+
+def _flat_features(layers, input_shape):
+    """Values per image after ``layers`` (the ``in_features`` of the Dense layer after Flatten),
+    or 0 when the image is too small for them."""
+    shape = tuple(input_shape)
+    for layer in layers:
+        shape = layer.output_shape(shape)
+        if min(shape) < 1:
+            return 0
+    return math.prod(shape)
 
 
 def lenet5(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32"):
@@ -13,47 +26,48 @@ def lenet5(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32")
     conv5x5 6 - pool - conv5x5 16 - pool - dense 120 - dense 84 - dense classes.
     """
     rng = as_generator(rng)
+    input_shape = (in_channels, image_size, image_size)
     pad = 2 if image_size == 28 else 0
-    s = (image_size + 2 * pad - 4) // 2
-    s = (s - 4) // 2
-    if s < 1:
+    features = [Conv2D(in_channels, 6, 5, padding=pad, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+                Conv2D(6, 16, 5, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2)]
+    n = _flat_features(features, input_shape)
+    if n < 1:
         raise ConfigError(f"lenet5 needs images of at least 28x28 (with padding) or 32x32, got {image_size}")
-    return Sequential([
-        Conv2D(in_channels, 6, 5, padding=pad, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
-        Conv2D(6, 16, 5, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+    return Sequential(features + [
         Flatten(),
-        Dense(16 * s * s, 120, rng=rng, dtype=dtype), ReLU(),
+        Dense(n, 120, rng=rng, dtype=dtype), ReLU(),
         Dense(120, 84, rng=rng, dtype=dtype), ReLU(),
         Dense(84, num_classes, rng=rng, dtype=dtype),
-    ], input_shape=(in_channels, image_size, image_size))
+    ], input_shape=input_shape)
 
 
 def mnist_small(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32"):
     """A fast small CNN: conv3x3 16 - pool - conv3x3 32 - pool - dense 64 - dense classes."""
     rng = as_generator(rng)
-    s = image_size // 2 // 2
-    if s < 1:
+    input_shape = (in_channels, image_size, image_size)
+    features = [Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+                Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2)]
+    n = _flat_features(features, input_shape)
+    if n < 1:
         raise ConfigError(f"mnist-small needs images of at least 4x4, got {image_size}")
-    return Sequential([
-        Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
-        Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+    return Sequential(features + [
         Flatten(),
-        Dense(32 * s * s, 64, rng=rng, dtype=dtype), ReLU(),
+        Dense(n, 64, rng=rng, dtype=dtype), ReLU(),
         Dense(64, num_classes, rng=rng, dtype=dtype),
-    ], input_shape=(in_channels, image_size, image_size))
+    ], input_shape=input_shape)
 
 
 def digits_cnn(in_channels=1, num_classes=10, image_size=8, rng=0, dtype="float32"):
     """A small CNN for 8x8 digits: conv3x3 16 - conv3x3 32 - pool - dense 64 - dense classes."""
     rng = as_generator(rng)
-    s = image_size // 2
-    return Sequential([
-        Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(),
-        Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
+    input_shape = (in_channels, image_size, image_size)
+    features = [Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(),
+                Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2)]
+    return Sequential(features + [
         Flatten(),
-        Dense(32 * s * s, 64, rng=rng, dtype=dtype), ReLU(),
+        Dense(_flat_features(features, input_shape), 64, rng=rng, dtype=dtype), ReLU(),
         Dense(64, num_classes, rng=rng, dtype=dtype),
-    ], input_shape=(in_channels, image_size, image_size))
+    ], input_shape=input_shape)
 
 
 def cifar_vgg(in_channels=3, num_classes=10, image_size=32, rng=0, dtype="float32"):
@@ -61,18 +75,20 @@ def cifar_vgg(in_channels=3, num_classes=10, image_size=32, rng=0, dtype="float3
     [conv3x3 32, BN, ReLU] x2 - pool - [conv3x3 64, BN, ReLU] x2 - pool - dense 256 - dropout - dense.
     """
     rng = as_generator(rng)
-    s = image_size // 4
+    input_shape = (in_channels, image_size, image_size)
 
     def block(cin, cout):
         return [Conv2D(cin, cout, 3, padding=1, bias=False, rng=rng, dtype=dtype),
                 BatchNorm2D(cout, dtype=dtype), ReLU()]
 
-    return Sequential(
-        block(in_channels, 32) + block(32, 32) + [MaxPool2D(2)] +
-        block(32, 64) + block(64, 64) + [MaxPool2D(2), Flatten(),
-        Dense(64 * s * s, 256, rng=rng, dtype=dtype), BatchNorm1D(256, dtype=dtype), ReLU(),
-        Dropout(0.3, rng=rng), Dense(256, num_classes, rng=rng, dtype=dtype)],
-        input_shape=(in_channels, image_size, image_size))
+    features = (block(in_channels, 32) + block(32, 32) + [MaxPool2D(2)] +
+                block(32, 64) + block(64, 64) + [MaxPool2D(2)])
+    return Sequential(features + [
+        Flatten(),
+        Dense(_flat_features(features, input_shape), 256, rng=rng, dtype=dtype),
+        BatchNorm1D(256, dtype=dtype), ReLU(),
+        Dropout(0.3, rng=rng), Dense(256, num_classes, rng=rng, dtype=dtype),
+    ], input_shape=input_shape)
 
 
 PRESETS = {"lenet5": lenet5, "mnist-small": mnist_small, "digits-cnn": digits_cnn, "cifar-vgg": cifar_vgg}
