@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-
-
 from .backend import get_array_module
 from .errors import ConfigError, StateError
 
@@ -170,18 +168,16 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 # -- learning-rate schedules --------------------------------------------------------------------
-class StepLR:
-    """lr = base_lr * gamma ** (epoch // step_size), as ``torch.optim.lr_scheduler.StepLR``."""
+class _Schedule:
+    """A per-epoch learning rate ``lr_at(epoch)``, computed from the optimizer's starting lr."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
-        if step_size < 1:
-            raise ConfigError(f"StepLR: step_size must be >= 1, got {step_size}")
-        self.optimizer, self.step_size, self.gamma = optimizer, int(step_size), float(gamma)
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.epoch = 0
 
     def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+        raise NotImplementedError
 
     def step(self):
         """Call once per epoch, after the epoch's optimizer steps."""
@@ -193,27 +189,36 @@ class StepLR:
         self.optimizer.lr = self.lr_at(self.epoch)
 
 
-class CosineLR(StepLR):
+class StepLR(_Schedule):
+    """lr = base_lr * gamma ** (epoch // step_size), as ``torch.optim.lr_scheduler.StepLR``."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ConfigError(f"StepLR: step_size must be >= 1, got {step_size}")
+        super().__init__(optimizer)
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineLR(_Schedule):
     """lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2 (closed form of
     ``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         if t_max < 1:
             raise ConfigError(f"CosineLR: t_max must be >= 1, got {t_max}")
-        self.optimizer, self.t_max, self.eta_min = optimizer, int(t_max), float(eta_min)
-        self.base_lr = optimizer.lr
-        self.epoch = 0
+        super().__init__(optimizer)
+        self.t_max, self.eta_min = int(t_max), float(eta_min)
 
     def lr_at(self, epoch):
         e = min(epoch, self.t_max)
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.t_max)) / 2
 
 
-class ConstantLR(StepLR):
+class ConstantLR(_Schedule):
     """No schedule: the learning rate stays where it is."""
-
-    def __init__(self, optimizer):
-        self.optimizer, self.base_lr, self.epoch = optimizer, optimizer.lr, 0
 
     def lr_at(self, epoch):
         return self.base_lr
@@ -228,5 +233,3 @@ def make_schedule(name, optimizer, epochs):
     if name == "cosine":
         return CosineLR(optimizer, max(1, epochs))
     raise ConfigError(f"unknown schedule {name!r}; choose constant, step or cosine")
-
-
