@@ -156,7 +156,11 @@ def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW", out=None):
 
 
 def col2im_wide(dcols, x_shape, padding, dilation, layout="NCHW"):
-    """Adjoint of :func:`im2col_wide`: returns dL/dx of shape ``x_shape`` (in ``layout``)."""
+    """Adjoint of :func:`im2col_wide`: returns dL/dx of shape ``x_shape`` (in ``layout``).
+
+    The result is a view into the padded buffer (the padding cropped off, not copied): the
+    caller copies it into place anyway.
+    """
     xp = get_array_module(dcols)
     c, kh, kw, n, out_h, wp = dcols.shape
     h, w = x_shape[2:]
@@ -169,4 +173,4 @@ def col2im_wide(dcols, x_shape, padding, dilation, layout="NCHW"):
             v = _runs(buf, n, c, hp * wp, i * dilation[0] * wp + j * dilation[1], out_h * wp, layout)
             v += flat[:, i, j]
     dx = buf[:n * c * hp * wp].reshape(x_shape[0], x_shape[1], hp, wp)
-    return xp.ascontiguousarray(dx[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+    return dx[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
