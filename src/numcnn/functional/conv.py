@@ -9,9 +9,10 @@ Shapes:
 
 Forward (the deck's "O = sum I * K" plus bias):
     out[n, o, y, x] = b[o] + sum_{c,i,j} K[o, c, i, j] * I_pad[n, c, y*sh + i*dh, x*sw + j*dw]
-computed as one GEMM over im2col columns: out = W.reshape(O, -1) @ cols.  The bias rides along
-in the same GEMM as one extra weight column times a row of ones under the columns, and the same
-row gives dL/db = dL/dO @ 1 for free in the backward GEMM.
+computed as GEMMs over im2col columns, out = W.reshape(O, -1) @ cols, one per block of images
+(see BLOCK_BYTES).  The bias rides along in the same GEMM as one extra weight column times a row
+of ones under the columns, and the same row gives dL/db = dL/dO @ 1 for free in the backward
+GEMM.
 
 Backward (the deck's chain rule, dL/dK_i = sum_j dL/dO_j * dO_j/dK_i with dO_j/dK_i = I_i):
     dL/dK = dL/dO @ cols^T         every output position j contributes dL/dO_j times its window
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backend import get_array_module
-from ._util import conv_output_size
+from ._util import conv_output_size, pair
 from .im2col import col2im, col2im_wide, im2col, im2col_wide, pad2d, unpad2d
 
 
@@ -41,13 +42,14 @@ BLOCK_BYTES = 6 * 1024 * 1024
 
 @dataclass
 class ConvCache:
-    """What the backward pass needs from the forward pass: the input (columns are rebuilt)."""
+    """What the backward pass needs from the forward pass: the input, and the columns when the
+    whole batch was one block (otherwise backward rebuilds them block by block)."""
     x: object              # the input, in ``layout``
     stride: tuple
     padding: tuple
     dilation: tuple
     layout: str = "NCHW"   # or "CNHW": channels first, the layout Sequential uses inside
-    has_bias: bool = True
+    has_bias: bool = True  # the forward pass had a bias: kept columns carry its row of ones
     cols: object = None    # the columns, when the whole batch was one block (else rebuilt)
 
 
@@ -144,8 +146,9 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     """Gradients of the loss with respect to input, weight and bias: ``(dx, dw, db)``.
 
     ``grad_out`` is dL/dO with the shape of the forward output.  ``dx`` is None when
-    ``need_input`` is False (the first layer of a network never needs it).  The columns of each
-    block of images are rebuilt from the cached input (cheaper than keeping them: see
+    ``need_input`` is False (the first layer of a network never needs it).  The columns are
+    the forward pass's when it kept them (one block held the whole batch); otherwise each
+    block's are rebuilt from the cached input, which keeps memory bounded (see
     :data:`BLOCK_BYTES`).
     """
     xp = get_array_module(grad_out)
@@ -153,9 +156,9 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     layout, x = cache.layout, cache.x
     g = _geometry(x.shape, weight.shape, cache.stride, cache.padding, cache.dilation, layout,
                   x.dtype.itemsize)
-    ones = bool(need_bias)
-    if cache.cols is not None and cache.cols.shape[0] != g.k + ones:
-        ones = cache.cols.shape[0] - g.k              # kept columns carry the bias row
+    # a row of ones under the columns makes the dW GEMM give dL/db too; kept columns have
+    # one exactly when the forward pass had a bias
+    ones = cache.has_bias if cache.cols is not None else bool(need_bias)
     dwb_t = xp.zeros((g.k + ones, o), dtype=grad_out.dtype)   # (dL/dK | dL/db) transposed
     store = _store(g, ones, x.dtype, xp) if cache.cols is None else None
     dx = xp.empty(x.shape, dtype=x.dtype) if need_input else None
@@ -195,18 +198,17 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
             else:
                 dx[:, n0:n1] = dxb
     dw = xp.ascontiguousarray(dwb_t[:g.k].T).reshape(weight.shape)
-    db = dwb_t[g.k].copy() if need_bias and ones else (gm_sum(grad_out, layout) if need_bias else None)
+    if not need_bias:
+        db = None
+    elif ones:
+        db = dwb_t[g.k].copy()
+    else:                     # kept columns without a ones row: dL/db = sum of dL/dO
+        db = grad_out.sum(axis=(0, 2, 3) if layout == "NCHW" else (1, 2, 3))
     return dx, dw, db
-
-
-def gm_sum(grad_out, layout):
-    """dL/db = sum of dL/dO over images and positions (when no ones row was built)."""
-    return grad_out.sum(axis=(0, 2, 3) if layout == "NCHW" else (1, 2, 3))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """Convenience: just the forward output of :func:`conv2d_forward` (ints or pairs accepted)."""
-    from ._util import pair
     out, _ = conv2d_forward(x, weight, bias, pair(stride, "stride"), pair(padding, "padding"),
                             pair(dilation, "dilation"))
     return out

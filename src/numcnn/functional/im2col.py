@@ -2,7 +2,9 @@
 
 A convolution slides a ``kh x kw`` window over every channel of the (zero-padded) input.  If we
 copy the values under each window position into one column, the whole convolution becomes a
-single GEMM: ``out = W (out_ch, C*kh*kw)  @  cols (C*kh*kw, N*H'*W')``.
+single GEMM: ``out = W (out_ch, C*kh*kw)  @  cols (C*kh*kw, N*H'*W')``.  (:mod:`.conv` builds the
+columns for a block of images at a time, N being the block's size, so their memory stays
+bounded: one GEMM per block.)
 
 Our columns are laid out as ``(C, kh, kw, N, H', W')`` so that
 
