@@ -1,6 +1,8 @@
 """Activation layers: ReLU (the deck's), LeakyReLU, Sigmoid, Tanh and Softmax."""
 from __future__ import annotations
 
+import math
+
 from .. import functional as F
 from .base import Layer, check_finite_number
 
@@ -12,10 +14,7 @@ class _Elementwise(Layer):
         self._cache = None
 
     def flops(self, input_shape):
-        n = 1
-        for d in input_shape:
-            n *= d
-        return n
+        return math.prod(input_shape)
 
     def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)

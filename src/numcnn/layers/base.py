@@ -13,6 +13,7 @@ from ``forward`` and uses it in ``backward``:
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -242,7 +243,6 @@ def check_dtype(dtype, layer):
 
 
 def check_finite_number(value, name, layer):
-    import math
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not math.isfinite(float(value)):
         raise ConfigError(f"{layer}: {name} must be a finite number, got {value!r}")

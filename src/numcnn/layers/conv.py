@@ -50,11 +50,10 @@ class Conv2D(Layer):
         self.needs_input_grad = True
 
     def config(self):
-        c = {"in_channels": self.in_channels, "out_channels": self.out_channels,
-             "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-             "padding": list(self.padding), "dilation": list(self.dilation),
-             "bias": self.bias is not None}
-        return c
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation),
+                "bias": self.bias is not None}
 
     def __repr__(self):
         s = f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={_short(self.kernel_size)}"
@@ -98,10 +97,6 @@ class Conv2D(Layer):
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx
-
-
-def _nchw(shape, layout):
-    return tuple(shape) if layout == "NCHW" else (shape[1], shape[0]) + tuple(shape[2:])
 
 
 def _short(v):

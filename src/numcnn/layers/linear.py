@@ -1,6 +1,8 @@
 """Dense (fully connected) and Flatten layers."""
 from __future__ import annotations
 
+import math
+
 from .. import functional as F
 from ..init import as_generator, init_bias, init_weight
 from .base import Layer, Parameter, check_dtype, check_positive_int
@@ -62,10 +64,7 @@ class Flatten(Layer):
         self._cache = None
 
     def output_shape(self, input_shape):
-        n = 1
-        for d in input_shape:
-            n *= d
-        return (n,)
+        return (math.prod(input_shape),)
 
     def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)

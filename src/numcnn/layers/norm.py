@@ -1,6 +1,8 @@
 """Batch normalisation layers (PyTorch's BatchNorm1d / BatchNorm2d semantics)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functional as F
@@ -36,10 +38,7 @@ class _BatchNorm(Layer):
         return f"{type(self).__name__}({self.num_features})"
 
     def flops(self, input_shape):
-        n = 1
-        for d in input_shape:
-            n *= d
-        return 4 * n
+        return 4 * math.prod(input_shape)
 
     def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, self._ndim, self._shape_text.replace("C", str(self.num_features)),

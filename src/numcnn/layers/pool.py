@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, StateError
 from .base import Layer
 
 
@@ -49,7 +49,7 @@ class _Pool2D(Layer):
             raise ShapeError(f"{self!r}: the window {self.kernel_size} is larger than the padded "
                              f"input (input shape {tuple(x.shape)}); the image is too small for "
                              "this many pooling layers")
-        if type(self)._forward is F.max_pool2d_forward:
+        if isinstance(self, MaxPool2D):      # the winners are recorded only for training
             out, cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
                                               need_argmax=training)
         else:
@@ -59,8 +59,7 @@ class _Pool2D(Layer):
 
     def backward(self, grad_out):
         cache = self._need_cache()
-        if type(self) is MaxPool2D and cache.argmax is None:
-            from ..errors import StateError
+        if isinstance(self, MaxPool2D) and cache.argmax is None:
             raise StateError(f"{self!r}: backward() after a forward with training=False; "
                              "run forward(x, training=True) to backpropagate")
         return type(self)._backward(grad_out, cache)
