@@ -124,10 +124,12 @@ class Sequential:
         return get_array_module(params[0].value) if params else np
 
     def prepare_input(self, x):
-        """Raw images -> the float array the first layer expects.
+        """Raw images -> the float array the first layer expects, on the model's device.
 
-        uint8 images are scaled to [0, 1] and normalised with the stored ``(mean, std)``; float
-        input of the model's dtype is used as is.  float16 is widened; other dtypes are refused.
+        uint8 images are scaled to [0, 1] and normalised with the stored ``(mean, std)``.  Float
+        input is taken as already prepared: it is only cast to the model's dtype (no copy when it
+        has it already; float16 is widened, float64 narrowed for a float32 model).  Other
+        integer dtypes, bool and non-numeric input are refused.
         """
         xp = self.xp
         if not hasattr(x, "dtype"):
@@ -142,9 +144,9 @@ class Sequential:
             return xp.asarray(x).astype(dt, copy=False)     # floats are taken as prepared
         else:
             raise DTypeError(f"predict: expected image arrays of uint8 or float, got dtype {x.dtype}")
-        return self._normalize(x, scaled=True)
+        return self._normalize(x)
 
-    def _normalize(self, x, scaled):
+    def _normalize(self, x):
         if self.normalization is None:
             return x
         mean, std = self.normalization
