@@ -72,9 +72,17 @@ def gradcheck(model, x, labels=None, loss=None, eps=1e-6, max_entries=20, rng=0,
             for k, v in bufs.items():
                 layer.set_buffer(k, v.copy())
 
+    # analytic
     restore()
-    out = m.forward(x, training=training)
-    upstream = rng.standard_normal(out.shape) if loss is None else None
+    y = m.forward(x, training=training)
+    if loss is None:
+        upstream = g = rng.standard_normal(y.shape)
+    else:
+        loss.forward(y, labels)
+        g = loss.backward()
+    for p in m.parameters():
+        p.grad = None
+    dx = m.backward(g)
 
     def f():
         restore()
@@ -82,18 +90,6 @@ def gradcheck(model, x, labels=None, loss=None, eps=1e-6, max_entries=20, rng=0,
         if loss is None:
             return float((y * upstream).sum())
         return float(loss.forward(y, labels))
-
-    # analytic
-    restore()
-    y = m.forward(x, training=training)
-    if loss is None:
-        g = upstream
-    else:
-        loss.forward(y, labels)
-        g = loss.backward()
-    for p in m.parameters():
-        p.grad = None
-    dx = m.backward(g)
 
     targets = []
     if check_input:
