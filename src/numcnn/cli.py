@@ -32,7 +32,6 @@ def _say(*a):
 def build_model(spec, shape, num_classes, seed):
     """A preset name, or a .json/.toml file describing a Sequential."""
     from . import models
-    from .model import Sequential
     if spec in models.PRESETS:
         c, h, w = shape
         if h != w:

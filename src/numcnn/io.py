@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 from .backend import to_numpy
-from .errors import ConfigError, ModelFileError, NumcnnError
+from .errors import ConfigError, ModelFileError
 
 FORMAT = "numcnn/1"
 MAX_HEADER = 64 * 1024 * 1024
@@ -301,10 +301,8 @@ def model_from_parts(tensors, meta, where):
     check_architecture(arch, where)
     try:
         model = Sequential.from_config(arch)
-    except NumcnnError as exc:
-        raise ModelFileError(f"{where}: bad architecture: {exc}") from None
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
-            RecursionError) as exc:
+            RecursionError) as exc:        # ValueError includes every NumcnnError
         raise ModelFileError(f"{where}: bad architecture: {exc}") from None
     check_model_size(model, where)
     expected = model_tensors(model)

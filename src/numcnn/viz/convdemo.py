@@ -561,7 +561,7 @@ class _Painter:
         first, boxes = next(frames)
         palette = _Palette([self.progress, first, self._swatch()], exact=_COLORS.values())
         index = palette.indices(np.asarray(self.progress))       # the progress picture, as indices
-        frame, k = first, 0
+        frame = first
         while True:
             out = index.copy()
             for l, t, r, b in boxes:
