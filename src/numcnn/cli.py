@@ -55,8 +55,9 @@ def load_architecture(path, seed=0):
         raw = f.read((1 << 20) + 1)
     if len(raw) > 1 << 20:
         raise ConfigError(f"{path}: architecture files are limited to 1 MiB")
+    is_toml = path.lower().endswith(".toml")
     try:
-        if path.lower().endswith(".toml"):
+        if is_toml:
             try:
                 import tomllib
             except ImportError:  # Python 3.10
@@ -65,7 +66,7 @@ def load_architecture(path, seed=0):
         else:
             spec = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {exc}") from None
+        raise ConfigError(f"{path}: not valid {'TOML' if is_toml else 'JSON'}: {exc}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
         raise ConfigError(f"{path}: expected a 'layers' list of {{\"type\": ..., ...}} tables")
     # sizes, NaN arguments, dtypes and input_shape are checked before anything is allocated
