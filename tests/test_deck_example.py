@@ -178,7 +178,7 @@ def test_deck_example_gradients_match_central_differences(deck_layer):
     """dx, dw and db of f = sum(out * G) against central differences over every entry."""
     x = deck_input()
     G = np.random.default_rng(5).integers(-3, 4, size=(1, 2, 3, 3)).astype(np.float64)
-    out = deck_layer.forward(x)
+    deck_layer.forward(x)
     deck_layer.zero_grad()
     dx = deck_layer.backward(G)
     dw, db = deck_layer.weight.grad, deck_layer.bias.grad

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import numcnn
 from numcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, LeakyReLU,
-                           MaxPool2D, ReLU, Sigmoid, Tanh)
+                           MaxPool2D, Sigmoid, Tanh)
 from numcnn.losses import CrossEntropy
 from numcnn.optim import SGD
 from conftest import DTYPE_IDS, DTYPES, assert_close, copy_params_to_torch, tt
@@ -179,7 +179,7 @@ def test_mixed_layer_sequential_in_training_mode_matches_torch(dtype, layout):
     y = r.integers(0, 4, size=5)
     loss_fn = CrossEntropy(label_smoothing=0.1)
     out = model.forward(x, training=True)
-    loss = loss_fn.forward(out, y)
+    loss_fn.forward(out, y)
     model.backward(loss_fn.backward())
     t_out = tmodel.train()(tt(x))
     nn.functional.cross_entropy(t_out, torch.from_numpy(y), label_smoothing=0.1).backward()
