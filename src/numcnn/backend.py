@@ -46,7 +46,7 @@ def get_array_module(*arrays):
 
 
 def to_numpy(a):
-    """A NumPy copy of ``a`` (a no-op for NumPy arrays)."""
+    """``a`` as a NumPy array: copied from the GPU for CuPy, returned as is if already NumPy."""
     if type(a).__module__.startswith("cupy"):
         return a.get()
     return numpy.asarray(a)

@@ -6,12 +6,17 @@ Backward: dL/dx = dL/dy * mask (the same kept-and-scaled mask).
 """
 from __future__ import annotations
 
+import numpy
+
 from ..backend import get_array_module
 
 
 def dropout_mask(shape, p, rng, dtype, xp=None):
-    """A mask of ``0`` (dropped) and ``1/(1-p)`` (kept) drawn from ``rng`` (numpy Generator)."""
-    import numpy
+    """A mask of ``0`` (dropped) and ``1/(1-p)`` (kept) drawn from ``rng``.
+
+    ``rng`` is a NumPy Generator, so the mask is drawn with NumPy (the same masks on every
+    device) and then moved to ``xp`` when that is another array module.
+    """
     keep = rng.random(shape) >= p
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     mask = keep.astype(dtype) * numpy.asarray(scale, dtype=dtype)
