@@ -433,3 +433,15 @@ def test_numcnn_layers_are_all_covered_here():
                "Softmax", "Flatten", "Dense", "Dropout", "BatchNorm1D", "BatchNorm2D"}
     public = {n for n in numcnn.layers.REGISTRY if not n.startswith("_") and n != "Layer"}
     assert public <= covered, f"new layers without PyTorch tests: {public - covered}"
+
+
+def test_maxpool_backward_after_an_inference_forward_matches_training_mode():
+    """An eval-mode forward skips recording the winners; backward finds them from the input."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 3, 7, 6)).astype(np.float64)       # ties included
+    g = rng.standard_normal((2, 3, 3, 3))
+    layer = MaxPool2D(2)
+    layer.forward(x, training=False)
+    eval_grad = layer.backward(g)
+    layer.forward(x, training=True)
+    assert np.array_equal(eval_grad, layer.backward(g))

@@ -30,6 +30,17 @@ def use(name: str = "numpy"):
     return _current
 
 
+def module(name: str):
+    """The array module called ``name`` ("numpy" or "cupy"), without changing the default."""
+    if name == "numpy":
+        return numpy
+    previous = _current
+    try:
+        return use(name)
+    finally:
+        globals()["_current"] = previous
+
+
 def current():
     """The array module new parameters are created with."""
     return _current

@@ -104,9 +104,8 @@ class Sequential:
         if device in ("cpu", "numpy"):
             xp = np
         elif device in ("gpu", "cuda", "cupy"):
-            from .backend import use
-            xp = use("cupy")
-            use("numpy")
+            from .backend import module
+            xp = module("cupy")              # the default backend stays what numcnn.use() chose
         else:
             raise ConfigError(f"unknown device {device!r}; use 'cpu' or 'gpu'")
         for layer in self.layers:
@@ -141,7 +140,8 @@ class Sequential:
                                  "images (0..255) or floats already scaled")
             x = xp.asarray(x).astype(dt) / dt.type(255)
         elif x.dtype.kind == "f":
-            return xp.asarray(x).astype(dt, copy=False)     # floats are taken as prepared
+            with np.errstate(over="ignore"):        # too-large values become inf: refused next
+                return xp.asarray(x).astype(dt, copy=False)     # floats are taken as prepared
         else:
             raise DTypeError(f"predict: expected image arrays of uint8 or float, got dtype {x.dtype}")
         return self._normalize(x)

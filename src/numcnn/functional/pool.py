@@ -29,6 +29,7 @@ class PoolCache:
     kernel: tuple
     stride: tuple
     padding: tuple
+    x: object = None        # the input, kept instead of argmax by an inference-mode forward
 
 
 def _geometry(x_shape, kernel, stride, padding):
@@ -75,7 +76,7 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), need_argmax=True):
             better = s > out                 # strict: on ties the earlier offset keeps the win
             argmax = xp.where(better, kdt(k), argmax)
         xp.maximum(out, s, out=out)
-    return out, PoolCache(argmax, x.shape, kernel, stride, padding)
+    return out, PoolCache(argmax, x.shape, kernel, stride, padding, None if need_argmax else x)
 
 
 def max_pool2d_backward(grad_out, cache: PoolCache):

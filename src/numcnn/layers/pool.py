@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import functional as F
-from ..errors import ConfigError, ShapeError, StateError
+from ..errors import ConfigError, ShapeError
 from .base import Layer
 
 
@@ -60,8 +60,8 @@ class _Pool2D(Layer):
     def backward(self, grad_out):
         cache = self._need_cache()
         if isinstance(self, MaxPool2D) and cache.argmax is None:
-            raise StateError(f"{self!r}: backward() after a forward with training=False; "
-                             "run forward(x, training=True) to backpropagate")
+            # an inference-mode forward skipped recording the winners: find them now
+            _, cache = F.max_pool2d_forward(cache.x, cache.kernel, cache.stride, cache.padding)
         return type(self)._backward(grad_out, cache)
 
 
