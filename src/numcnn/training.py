@@ -417,8 +417,8 @@ class Trainer:
                 correct += int((to_numpy(logits.argmax(axis=1)) == yb).sum())
                 if bar is not None:
                     el = t_prev + time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                    img_s=f"{seen / max(el, 1e-9):,.0f}", refresh=False)
+                    bar.set_postfix({"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.3f}",
+                                     "img/s": f"{seen / max(el, 1e-9):,.0f}"}, refresh=False)
                     bar.update(1)
                 if flag.stop and k + 1 < n_batches:
                     if self.checkpoint_path:
