@@ -101,7 +101,8 @@ def _check_checkpoint_info(info, path, n_layers):
     """The training state of a checkpoint must be what the Trainer writes; ModelFileError naming
     the file otherwise (never a KeyError halfway through resuming)."""
     def bad(what):
-        return ModelFileError(f"resume: {path!r} has corrupt checkpoint metadata ({what}); it was "
+        return ModelFileError(f"resume: {path!r} has incomplete or corrupt checkpoint metadata "
+                              f"({what}); it was "
                               "not written by numcnn's Trainer or is damaged - use another "
                               "checkpoint or start fresh")
 
@@ -280,12 +281,7 @@ class Trainer:
     def restore(self, path):
         """Load a checkpoint into this trainer's model and optimizer; returns (epoch, batch, partial)."""
         ck_model, optim_arrays, info = load_checkpoint(path)
-        try:
-            str(info["optimizer"]["type"]), int(info["optimizer"]["steps"]), float(info["optimizer"]["lr"])
-            int(info["epoch"]), int(info["batch"]), dict(info["history"])
-        except (KeyError, TypeError, ValueError):
-            raise ModelFileError(f"resume: {path!r} has incomplete or corrupt checkpoint metadata "
-                                 "(epoch, batch, optimizer, history)") from None
+        _check_checkpoint_info(info, path, len(self.model.layers))
         if ck_model.config()["layers"] != self.model.config()["layers"]:
             raise StateError(f"resume: checkpoint {path!r} holds a different architecture than the "
                              "model being trained; resume with the same model (or start fresh)")
@@ -293,7 +289,6 @@ class Trainer:
             raise StateError(f"resume: checkpoint {path!r} holds {ck_model.dtype} weights but the "
                              f"model being trained is {self.model.dtype}; resume with the same "
                              "dtype (or start fresh)")
-        _check_checkpoint_info(info, path, len(self.model.layers))
         if info["optimizer"]["type"] != type(self.optimizer).__name__:
             raise StateError(f"resume: checkpoint {path!r} was trained with "
                              f"{info['optimizer']['type']} but this run uses "
