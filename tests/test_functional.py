@@ -197,7 +197,7 @@ def test_pool2d_forward_and_grad_match_torch_random_windows(seed, dtype, kind):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), (1, 2), (1, 1)),
-                                   (4, 1, 2), (3, 3, 0), (2, 1, 0)])
+                                   (4, 1, 2), (3, 3, 0), (2, 1, 0), ((2, 3), (2, 3), 0)])
 @pytest.mark.parametrize("fill", ["zeros", "ints01", "ints012"])
 def test_max_pool2d_ties_route_each_gradient_to_torchs_element_exactly(fill, k, s, p, dtype):
     """With equal values in windows each output sends its whole gradient to one element, the same
