@@ -71,11 +71,15 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
     import os
     import subprocess
     env = {k: v for k, v in os.environ.items() if k != "NUMCNN_MALLOC"}
-    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert out[0] == "True"
-    assert float(out[1]) < 20, f"{out[1]} page faults per step"
-    env["NUMCNN_MALLOC"] = "system"
-    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
-    assert out[0] == "False"
+
+    def faults_per_step(**extra):
+        out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env={**env, **extra},
+                             capture_output=True, text=True, check=True).stdout.split()
+        return out[0] == "True", float(out[1])
+
+    tuned, kept = faults_per_step()
+    untuned, system = faults_per_step(NUMCNN_MALLOC="system")
+    assert tuned and not untuned
+    # A few pages still fault per step (Python objects, BLAS buffers): ~20 against ~2,000.
+    assert system > 500, f"untuned malloc faulted only {system} pages per step"
+    assert kept < system / 20, f"{kept} page faults per step kept against {system} untuned"
