@@ -464,6 +464,11 @@ def run_probe(fw, net, batch, threads):
     # Large blocks are mmap'd and unmapped when freed, so RSS follows live memory instead of
     # glibc keeping freed blocks in the heap (its threshold otherwise grows up to 32 MiB).
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    # numcnn's first forward pass would raise that threshold to keep freed blocks for reuse
+    # (numcnn.backend.keep_freed_memory): RSS would then stay at the high-water mark of the
+    # warm-up step and the measured step would show ~no growth.  Opt out, so that every
+    # framework's figure is the working set of one step.
+    env["NUMCNN_MALLOC"] = "system"
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", fw, net, str(batch),
            "--threads", str(threads)]
     if os.path.exists("/bin/sh"):
@@ -973,7 +978,8 @@ def report(info):
                  "RSS (`/proc/self/clear_refs`), runs one step and reports `ru_maxrss` "
                  "(`resource.getrusage`) after the step minus RSS before it.  It fixes glibc's mmap "
                  "threshold at 64 KiB (`mallopt`, and `MALLOC_MMAP_THRESHOLD_`) so that freed large "
-                 "blocks go back to the OS and RSS follows live memory, and is started through "
+                 "blocks go back to the OS and RSS follows live memory (with `NUMCNN_MALLOC=system`, "
+                 "since numcnn would otherwise keep freed blocks for reuse), and is started through "
                  "`/bin/sh` (which forks it): a child "
                  "that Python vfork-execs directly inherits this process's own peak in its "
                  "`ru_maxrss`.  Persistent state (weights, momentum buffers, the input batch, the "

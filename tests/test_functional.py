@@ -95,6 +95,54 @@ def test_conv2d_stride1_fast_path_matches_torch_random_shapes(seed, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("seed", range(2000, 2040))
+def test_input_grad_as_full_convolution_matches_torch(seed, dtype):
+    """Stride 1: dL/dI is a convolution of dL/dO (padded by d*(k-1)-p) with the kernels flipped
+    and their channel axes swapped, in both layouts, wherever that padding is not negative."""
+    case = random_conv_case(seed)
+    kh, kw = case["k"]
+    dh, dw = case["d"]
+    case["p"] = ph, pw = tuple(int(v) for v in case["rng"].integers(0, [dh * (kh - 1) + 1,
+                                                                     dw * (kw - 1) + 1]))
+    h, w = case["hw"]           # still at least as big as the dilated kernel after padding
+    case["hw"] = max(h, dh * (kh - 1) + 1 - 2 * ph), max(w, dw * (kw - 1) + 1 - 2 * pw)
+    x, w, b = make_conv_arrays(case, dtype)
+    out = F.conv2d(x, w, b, 1, case["p"], case["d"])
+    g = case["rng"].standard_normal(out.shape).astype(dtype)
+    t_dx = torch_conv(x, w, b, 1, case["p"], case["d"], grad_out=g)[1]
+    assert_close(F.input_grad_by_conv(g, w, case["p"], case["d"]), t_dx, dtype, what="NCHW")
+    cnhw = F.input_grad_by_conv(np.ascontiguousarray(g.transpose(1, 0, 2, 3)), w, case["p"],
+                                case["d"], layout="CNHW")
+    assert_close(np.ascontiguousarray(cnhw.transpose(1, 0, 2, 3)), t_dx, dtype, what="CNHW")
+
+
+@pytest.mark.parametrize("o, c, k, s, p, d, route", [
+    (32, 32, 3, 1, 1, 1, "conv"),       # CIFAR-style layers: one im2col copy beats col2im's adds
+    (64, 32, 3, 1, 1, 1, "conv"),
+    (16, 6, 5, 1, 0, 1, "col2im"),      # LeNet-5's second layer: many more kernels than channels
+    (8, 8, 3, 2, 1, 1, "col2im"),       # stride 2: not a plain convolution of dL/dO
+    (8, 8, 3, 1, 3, 1, "col2im"),       # padding beyond the kernel: negative full-conv padding
+    (8, 8, 3, 1, 3, 2, "conv"),         # ... unless the dilated kernel reaches it
+])
+def test_conv_backward_takes_the_cheaper_input_gradient_route_and_both_match_torch(
+        o, c, k, s, p, d, route, rng):
+    from numcnn.functional.conv import _input_grad_route
+    x = rng.standard_normal((3, c, 12, 11)).astype(np.float32)
+    w = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    out, cache = F.conv2d_forward(xc, w, b, (s, s), (p, p), (d, d), layout="CNHW")
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    g_src = torch_conv(x, w, b, s, p, d, grad_out=np.ascontiguousarray(g.transpose(1, 0, 2, 3)))
+    geo = F.conv._geometry(xc.shape, w.shape, (s, s), (p, p), (d, d), "CNHW", 4)
+    assert _input_grad_route(geo, w.shape, (s, s), (p, p), (d, d)) == route
+    dx, dw, db = F.conv2d_backward(g, w, cache)
+    assert_close(np.ascontiguousarray(dx.transpose(1, 0, 2, 3)), g_src[1], np.float32, what="dx")
+    assert_close(dw, g_src[2], np.float32, what="dw")
+    assert_close(db, g_src[3], np.float32, what="db")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("seed", range(0, N_CONV_CASES, 16))
 def test_conv2d_naive_reference_matches_torch(seed, dtype):
     case = random_conv_case(seed)

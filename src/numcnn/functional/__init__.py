@@ -5,7 +5,8 @@ Nothing here owns state or validates input; the layers in :mod:`numcnn.layers` d
 from .activation import (leaky_relu, leaky_relu_backward, log_softmax, log_softmax_backward, relu,
                          relu_backward, sigmoid, sigmoid_backward, softmax, softmax_backward, tanh,
                          tanh_backward)
-from .conv import ConvCache, conv2d, conv2d_backward, conv2d_forward, conv2d_naive
+from .conv import (ConvCache, conv2d, conv2d_backward, conv2d_forward, conv2d_naive,
+                   full_conv_weight, input_grad_by_conv)
 from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .im2col import col2im, im2col, pad2d, unpad2d
 from .linear import flatten, flatten_backward, linear_backward, linear_forward
