@@ -8,8 +8,6 @@ from .errors import ConfigError, DTypeError, ShapeError
 from .functional import softmax
 from .layers.base import Layer, check_finite, layer_from_config, layer_to_config
 
-_allocator_checked = [False]     # keep_freed_memory() has been called by a forward pass
-
 
 class Sequential:
     """A model that applies ``layers`` in order.
@@ -60,9 +58,7 @@ class Sequential:
     # -- running --------------------------------------------------------------------------------
     def forward(self, x, training=True):
         """Run every layer; ``x`` is (N, C, H, W) (or (N, features)), the output likewise."""
-        if not _allocator_checked[0]:
-            _allocator_checked[0] = True
-            keep_freed_memory()                    # reuse freed blocks: see numcnn.backend
+        keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
         if cnhw:

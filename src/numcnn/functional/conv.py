@@ -179,7 +179,7 @@ def _input_grad_route(g, weight_shape, stride, padding, dilation):
     Per input pixel, the conv route copies O*kh*kw values into columns; col2im adds C*kh*kw
     (an add reads two values and writes one, ~2-3x a copy).  Measured on this project's VM
     (docs/performance.md): 32->32 and 64->64 3x3 layers' dL/dI 1.6-1.9x faster by conv, 32->64
-    1.1x, LeNet-5's 6->16 5x5 2-2.4x slower.  So: by conv when O <= 2C.
+    1.1x, LeNet-5's 6->16 5x5 2.4-3x slower.  So: by conv when O <= 2C.
     """
     o, c = weight_shape[:2]
     if (g.wide and tuple(stride) == (1, 1) and o <= 2 * c
