@@ -64,3 +64,32 @@ def test_fit_on_cupy_learns_digits():
     m = numcnn.models.digits_cnn().to("gpu")
     m.fit((xtr, ytr), epochs=3, optimizer="adam", lr=2e-3, progress=False)
     assert m.evaluate(xte, yte)["accuracy"] > 0.9
+
+
+def test_padded_3x3_stack_on_cupy_matches_numpy():
+    """The CIFAR-style path: the full-convolution dL/dI route (O <= 2C, stride 1), several
+    column blocks, and max-pooling over tiling windows, on CuPy arrays."""
+    from numcnn.functional.conv import _input_grad_route, _geometry
+    from numcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+
+    def make():
+        return numcnn.Sequential([Conv2D(3, 16, 3, padding=1, rng=1), ReLU(),
+                                  Conv2D(16, 16, 3, padding=1, rng=2), ReLU(), MaxPool2D(2),
+                                  Conv2D(16, 32, 3, padding=1, rng=3), ReLU(), MaxPool2D(2),
+                                  Flatten(), Dense(32 * 4 * 4, 10, rng=4)])
+    assert _input_grad_route(_geometry((16, 48, 16, 16), (16, 16, 3, 3), (1, 1), (1, 1),
+                                       (1, 1), "CNHW", 4), (16, 16, 3, 3), (1, 1), (1, 1),
+                             (1, 1)) == "conv"
+    cpu, gpu = make(), make().to("gpu")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((48, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 10, 48)
+    lc, lg = numcnn.losses.CrossEntropy(), numcnn.losses.CrossEntropy()
+    out_c, out_g = cpu.forward(x), gpu.forward(cupy.asarray(x))
+    np.testing.assert_allclose(cupy.asnumpy(out_g), out_c, rtol=1e-4, atol=1e-5)
+    lc.forward(out_c, y)
+    lg.forward(out_g, cupy.asarray(y))
+    cpu.backward(lc.backward())
+    gpu.backward(lg.backward())
+    for pc, pg in zip(cpu.parameters(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.grad), pc.grad, rtol=1e-3, atol=1e-5)
