@@ -78,7 +78,7 @@ def test_padded_3x3_stack_on_cupy_matches_numpy():
                                   Conv2D(16, 32, 3, padding=1, rng=3), ReLU(), MaxPool2D(2),
                                   Flatten(), Dense(32 * 4 * 4, 10, rng=4)])
     assert _input_grad_route(_geometry((16, 48, 16, 16), (16, 16, 3, 3), (1, 1), (1, 1),
-                                       (1, 1), "CNHW", 4), (16, 16, 3, 3), (1, 1), (1, 1),
+                                       (1, 1), "CNHW", 4), (16, 16, 3, 3), (1, 1),
                              (1, 1)) == "conv"
     cpu, gpu = make(), make().to("gpu")
     rng = np.random.default_rng(2)

@@ -173,7 +173,7 @@ def input_grad_by_conv(grad_out, weight, padding, dilation, layout="NCHW"):
     return dx
 
 
-def _input_grad_route(g, weight_shape, stride, padding, dilation):
+def _input_grad_route(g, weight_shape, padding, dilation):
     """"conv" when :func:`input_grad_by_conv` applies and is cheaper than GEMM + col2im.
 
     Per input pixel, the conv route copies O*kh*kw values into columns; col2im adds C*kh*kw
@@ -182,7 +182,7 @@ def _input_grad_route(g, weight_shape, stride, padding, dilation):
     1.1x, LeNet-5's 6->16 5x5 2.4-3x slower.  So: by conv when O <= 2C.
     """
     o, c = weight_shape[:2]
-    if (g.wide and tuple(stride) == (1, 1) and o <= 2 * c
+    if (g.wide and o <= 2 * c                                     # wide: stride 1
             and _full_conv_padding(weight_shape, padding, dilation) is not None):
         return "conv"
     return "col2im"
@@ -207,7 +207,7 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     ones = cache.has_bias if cache.cols is not None else bool(need_bias)
     dwb_t = xp.zeros((g.k + ones, o), dtype=grad_out.dtype)   # (dL/dK | dL/db) transposed
     store = _store(g, ones, x.dtype, xp) if cache.cols is None else None
-    by_conv = need_input and _input_grad_route(g, weight.shape, cache.stride, cache.padding,
+    by_conv = need_input and _input_grad_route(g, weight.shape, cache.padding,
                                                 cache.dilation) == "conv"
     col2im_dx = need_input and not by_conv                    # dL/dI block by block below
     dx = xp.empty(x.shape, dtype=x.dtype) if col2im_dx else None
