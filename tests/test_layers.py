@@ -173,6 +173,22 @@ def test_maxpool2d_layer_ties_match_torch_exactly(dtype):
     assert np.array_equal(y, t_y) and np.array_equal(dx, t_dx)
 
 
+@pytest.mark.parametrize("kernel,shape", [((1, 129), (2, 3, 1, 129)), ((1, 200), (1, 2, 2, 401)),
+                                          ((12, 12), (1, 2, 24, 24)), ((130, 1), (1, 1, 260, 3))])
+@pytest.mark.parametrize("training", [True, False])
+def test_maxpool2d_windows_wider_than_128_match_torch(kernel, shape, training):
+    """Windows of more than 127 offsets (a global max over a long 1-D signal) need winner
+    indices wider than int8, on the tiling path (stride == kernel) too; ties included."""
+    r = np.random.default_rng(3)
+    x = r.integers(-3, 4, size=shape).astype(np.float64)    # small integers: many ties
+    layer = MaxPool2D(kernel)
+    y = layer.forward(x, training=training)
+    g = r.standard_normal(y.shape)
+    dx = layer.backward(g)
+    t_y, t_dx = torch_pool("max", x, kernel, kernel, 0, grad_out=g)
+    assert np.array_equal(y, to_numpy(t_y)) and np.array_equal(dx, to_numpy(t_dx))
+
+
 def test_maxpool2d_stride_defaults_to_kernel_size():
     assert MaxPool2D(2).stride == (2, 2)
     assert AvgPool2D((2, 3)).stride == (2, 3)

@@ -126,6 +126,51 @@ def test_optimizer_skips_parameters_without_gradient():
         assert np.array_equal(params[1].value, before)
 
 
+def _has_grad(step, i):
+    """Which parameters get a gradient at which step: parameter 1 first at step 2, parameter 2
+    every other step, parameter 0 always."""
+    return i == 0 or (i == 1 and step >= 2) or (i == 2 and step % 2 == 1)
+
+
+def _steps_with_missing_grads(opt, topt, params, tparams, steps, first=0):
+    for step in range(first, first + steps):
+        for i, (p, tp, g) in enumerate(zip(params, tparams, grads_for_step(step, np.float64))):
+            p.grad = g.copy() if _has_grad(step, i) else None
+            tp.grad = tt(g) if _has_grad(step, i) else None
+        opt.step()
+        topt.step()
+        for i, (p, tp) in enumerate(zip(params, tparams)):
+            assert_close(p.value, tp, np.float64, what=f"step {step} param {i}")
+
+
+@pytest.mark.parametrize("make,tmake", [
+    (lambda ps: Adam(ps, lr=0.1), lambda ps: torch.optim.Adam(ps, lr=0.1)),
+    (lambda ps: AdamW(ps, lr=0.1), lambda ps: torch.optim.AdamW(ps, lr=0.1)),
+    (lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9))],
+    ids=["adam", "adamw", "sgd"])
+def test_parameters_that_miss_gradients_on_some_steps_match_torch(make, tmake):
+    """Adam's bias correction counts each parameter's own updates (PyTorch's per-parameter
+    ``step``): a parameter that first gets a gradient at step 3 takes a first step's size."""
+    params = make_params(np.float64)
+    tparams = [tt(p.value, requires_grad=True) for p in params]
+    opt, topt = make(params), tmake(tparams)
+    _steps_with_missing_grads(opt, topt, params, tparams, 6)
+    assert opt.steps == 6 and opt.param_steps == [6, 4, 3]
+
+
+def test_adam_state_restored_with_per_parameter_step_counts_continues_like_torch():
+    params = make_params(np.float64)
+    tparams = [tt(p.value, requires_grad=True) for p in params]
+    opt, topt = Adam(params, lr=0.05), torch.optim.Adam(tparams, lr=0.05)
+    _steps_with_missing_grads(opt, topt, params, tparams, 3)
+    fresh = Adam(params, lr=0.05)                 # e.g. a resumed run
+    fresh.load_state_arrays({k: v.copy() for k, v in opt.state_arrays().items()}, opt.steps,
+                            opt.lr, opt.param_steps)
+    _steps_with_missing_grads(fresh, topt, params, tparams, 3, first=3)
+    with pytest.raises(StateError, match="step counts for 2 parameters"):
+        fresh.load_state_arrays(opt.state_arrays(), 3, 0.05, [3, 1])
+
+
 # -- zero_grad and misuse ---------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
 def test_zero_grad_clears_every_gradient(cls):
@@ -220,6 +265,16 @@ def test_cosine_lr_matches_torch_cosine_annealing_over_the_run(t_max, eta_min):
                         opt, topt, epochs=t_max)
     assert ours == pytest.approx(theirs, rel=1e-10, abs=1e-15)
     assert ours[-1] == pytest.approx(eta_min, abs=1e-15)
+
+
+@pytest.mark.parametrize("t_max,eta_min", [(3, 1e-3), (4, 0.0)])
+def test_cosine_lr_past_t_max_rises_again_like_torch(t_max, eta_min):
+    opt, topt = _pair_of_optimizers(0.1)
+    ours, theirs = _lrs(CosineLR(opt, t_max, eta_min),
+                        torch.optim.lr_scheduler.CosineAnnealingLR(topt, t_max, eta_min),
+                        opt, topt, epochs=3 * t_max)
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-15)
+    assert ours[t_max + 1] > eta_min and ours[2 * t_max] == pytest.approx(0.1)
 
 
 def test_make_schedule_step_divides_run_in_thirds_like_torch_step_lr():

@@ -24,7 +24,8 @@ class Optimizer:
             raise ConfigError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
         self.lr = float(lr)
         self.state: list[dict] = [{} for _ in self.params]
-        self.steps = 0
+        self.steps = 0                                   # optimizer steps taken
+        self.param_steps = [0] * len(self.params)       # updates each parameter has had
 
     def zero_grad(self):
         """Forget the gradients of the last backward pass (they accumulate otherwise)."""
@@ -36,11 +37,13 @@ class Optimizer:
             raise StateError(f"{type(self).__name__}.step(): no parameter has a gradient; call "
                              "loss.backward() and model.backward(grad) before step()")
         self.steps += 1
-        for p, st in zip(self.params, self.state):
-            if p.grad is not None:
-                self._update(p, st)
+        for i, (p, st) in enumerate(zip(self.params, self.state)):
+            if p.grad is not None:            # a parameter without a gradient is skipped, and
+                self.param_steps[i] += 1      # its step count (Adam's t) stays, as in PyTorch
+                self._update(p, st, self.param_steps[i])
 
-    def _update(self, p, state):
+    def _update(self, p, state, t):
+        """Update parameter ``p`` in place from ``p.grad``; ``t`` counts its updates, this one included."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -51,8 +54,19 @@ class Optimizer:
         """Flat ``{"i.name": array}`` of per-parameter state (for safetensors checkpoints)."""
         return {f"{i}.{k}": v for i, st in enumerate(self.state) for k, v in st.items()}
 
-    def load_state_arrays(self, arrays: dict, steps: int, lr: float | None = None):
-        """Restore what :meth:`state_arrays` gave; refuses state for a different model."""
+    def load_state_arrays(self, arrays: dict, steps: int, lr: float | None = None,
+                          param_steps=None):
+        """Restore what :meth:`state_arrays` gave; refuses state for a different model.
+
+        ``param_steps``: each parameter's update count (default: ``steps`` for every parameter,
+        which is what it is when every parameter had a gradient at every step).
+        """
+        if param_steps is None:
+            param_steps = [int(steps)] * len(self.params)
+        elif len(param_steps) != len(self.params):
+            raise StateError(f"optimizer state has step counts for {len(param_steps)} parameters "
+                             f"but the model has {len(self.params)}: the checkpoint is from "
+                             "another model")
         new = [{} for _ in self.params]
         for key, v in arrays.items():
             i, _, name = key.partition(".")
@@ -67,6 +81,7 @@ class Optimizer:
             new[int(i)][name] = xp.asarray(v, dtype=self.params[int(i)].dtype)
         self.state = new
         self.steps = int(steps)
+        self.param_steps = [int(t) for t in param_steps]
         if lr is not None:
             self.lr = float(lr)
 
@@ -94,7 +109,7 @@ class SGD(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, p, state):
+    def _update(self, p, state, t):
         g = p.grad
         dt = p.value.dtype.type
         if self.weight_decay:
@@ -129,7 +144,7 @@ class Adam(Optimizer):
     def config(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
 
-    def _update(self, p, state):
+    def _update(self, p, state, t):
         xp = get_array_module(p.value)
         dt = p.value.dtype.type
         b1, b2 = self.betas
@@ -147,8 +162,7 @@ class Adam(Optimizer):
         m += dt(1 - b1) * g
         v *= dt(b2)
         v += dt(1 - b2) * g * g
-        t = self.steps
-        bc1 = 1 - b1 ** t
+        bc1 = 1 - b1 ** t                  # t: this parameter's own step count, as in PyTorch
         bc2 = 1 - b2 ** t
         denom = xp.sqrt(v) / dt(math.sqrt(bc2))
         denom += dt(self.eps)
@@ -204,7 +218,8 @@ class StepLR(_Schedule):
 
 class CosineLR(_Schedule):
     """lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2 (closed form of
-    ``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
+    ``torch.optim.lr_scheduler.CosineAnnealingLR``): it reaches eta_min at epoch T_max and, like
+    PyTorch's, rises again after it (``make_schedule`` sets T_max to the run's epochs)."""
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         if t_max < 1:
@@ -213,8 +228,8 @@ class CosineLR(_Schedule):
         self.t_max, self.eta_min = int(t_max), float(eta_min)
 
     def lr_at(self, epoch):
-        e = min(epoch, self.t_max)
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * e / self.t_max)) / 2
+        # no clamp at t_max: past it the cosine climbs back up, as PyTorch's does
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.t_max)) / 2
 
 
 class ConstantLR(_Schedule):

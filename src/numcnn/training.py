@@ -117,6 +117,9 @@ def _check_checkpoint_info(info, path, n_layers):
     if not isinstance(opt, dict) or not isinstance(opt.get("type"), str) \
             or not count(opt.get("steps")) or not number(opt.get("lr"), positive=True):
         raise bad("optimizer type, steps and lr")
+    ps = opt.get("param_steps")            # absent in checkpoints written before it existed
+    if ps is not None and not (isinstance(ps, list) and all(count(t) for t in ps)):
+        raise bad("optimizer step counts per parameter")
     if not count(info.get("epoch")) or not count(info.get("batch")):
         raise bad(f"epoch {info.get('epoch')!r}, batch {info.get('batch')!r}")
     partial = info.get("partial")
@@ -271,7 +274,7 @@ class Trainer:
         opt = self.optimizer
         info = {"epoch": epoch, "batch": batch, "partial": partial, "history": self.history,
                 "optimizer": {"type": type(opt).__name__, "config": opt.config(), "steps": opt.steps,
-                              "lr": opt.lr},
+                              "param_steps": opt.param_steps, "lr": opt.lr},
                 "schedule": self.schedule_name, "epochs": self.epochs, "batch_size": self.batch_size,
                 "seed": self.seed, "rng": self._rng_states(),
                 "early_stopping": {"best": None if math.isinf(self.best) else self.best, "wait": self.wait}}
@@ -299,7 +302,8 @@ class Trainer:
                              f"seed={self.seed}: resume with the same settings")
         # everything that can refuse the checkpoint runs before the model is touched
         self.optimizer.params = self.model.parameters()
-        self.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"])
+        self.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"],
+                                         info["optimizer"].get("param_steps"))
         xp = self.model.xp
         for mine, theirs in zip(self.model.layers, ck_model.layers):
             for p, q in zip(mine.parameters(), theirs.parameters()):

@@ -15,7 +15,7 @@ of ones under the columns, and the same row gives dL/db = dL/dO @ 1 for free in 
 GEMM.
 
 Backward (the deck's chain rule, dL/dK_i = sum_j dL/dO_j * dO_j/dK_i with dO_j/dK_i = I_i):
-    dL/dK = dL/dO @ cols^T         every output position j contributes dL/dO_j times its window
+    dL/dK = (cols @ dL/dO^T)^T     every output position j contributes dL/dO_j times its window
     dL/db = sum of dL/dO over N, H', W'
     dL/dI = col2im(W^T @ dL/dO)    each input pixel collects dL/dO_j * K from every window using it
 With stride 1 the same dL/dI is a "full" convolution of dL/dO (see :func:`input_grad_by_conv`),

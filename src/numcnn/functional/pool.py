@@ -70,7 +70,7 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), need_argmax=True):
         return out, PoolCache(argmax, x.shape, kernel, stride, padding)
     xpad = pad2d(x, padding, value=-xp.inf)
     out = None
-    kdt = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
+    kdt = xp.int8 if kernel[0] * kernel[1] <= 128 else xp.int32
     argmax = xp.zeros(x.shape[:2] + out_hw, dtype=kdt) if need_argmax else None
     for k, rows, cols in _offsets(kernel, stride, out_hw):
         s = xpad[:, :, rows, cols]
@@ -85,16 +85,18 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), need_argmax=True):
 
 
 def _running_max(slices, xp):
-    """Max over ``slices`` and, per element, the index of the first slice holding it (int8)."""
+    """Max over ``slices`` and, per element, the index of the first slice holding it (int8, or
+    int32 for windows wider than 127)."""
     out = slices[0].copy()
     if len(slices) == 2:                                   # the common 2-wide window: a bool
         win = slices[1] > out
         xp.maximum(out, slices[1], out=out)
         return out, win
-    win = xp.zeros(out.shape, dtype=xp.int8)
+    kdt = xp.int8 if len(slices) <= 128 else xp.int32
+    win = xp.zeros(out.shape, dtype=kdt)
     for k, s in enumerate(slices[1:], start=1):
         better = s > out                                   # strict: ties keep the earlier one
-        xp.copyto(win, xp.int8(k), where=better)
+        xp.copyto(win, kdt(k), where=better)
         xp.maximum(out, s, out=out)
     return out, win
 
