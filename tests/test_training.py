@@ -226,6 +226,47 @@ def test_resume_refuses_other_settings(small, tmp_path):
             train, resume=str(tmp_path / "half.safetensors"))
 
 
+def test_checkpoint_keeps_per_parameter_step_counts_and_refuses_forged_ones(small, tmp_path):
+    """Adam's per-parameter step counts go into the checkpoint's metadata and come back on
+    resume; checkpoints written before they existed resume with the global count; a forged list
+    is refused before anything is touched."""
+    train, val = small
+    t = Trainer(models.digits_cnn(), optimizer="adam", lr=1e-3, epochs=1, batch_size=32,
+                out_dir=str(tmp_path), progress=False)
+    t.fit(train, val)
+    ck = tmp_path / "checkpoint.safetensors"
+    model, arrays, info = nio.load_checkpoint(ck)
+    steps = info["optimizer"]["steps"]
+    assert steps == math.ceil(len(train[0]) / 32)
+    assert info["optimizer"]["param_steps"] == [steps] * len(model.parameters())
+
+    def forged(name, param_steps):
+        meta = json.loads(json.dumps(info))
+        if param_steps is None:
+            del meta["optimizer"]["param_steps"]
+        else:
+            meta["optimizer"]["param_steps"] = param_steps
+        path = tmp_path / name
+        nio.save_model(model, path, {f"optim.{k}": v for k, v in arrays.items()},
+                       {"checkpoint": json.dumps(meta)})
+        return str(path)
+
+    def resume(path, out):
+        r = Trainer(models.digits_cnn(), optimizer="adam", lr=1e-3, epochs=2, batch_size=32,
+                    out_dir=str(tmp_path / out), progress=False)
+        r.fit(train, val, resume=path)
+        return r.optimizer
+
+    assert resume(forged("old.safetensors", None), "a").param_steps == [2 * steps] * len(model.parameters())
+    assert resume(str(ck), "b").param_steps == [2 * steps] * len(model.parameters())
+    from numcnn.errors import ModelFileError
+    for bad in ("3", [-1] * 8, [1.5] * 8):
+        with pytest.raises(ModelFileError, match="step counts per parameter"):
+            resume(forged("bad.safetensors", bad), "c")
+    with pytest.raises(StateError, match="step counts for 2 parameters"):
+        resume(forged("short.safetensors", [1, 1]), "d")
+
+
 # -- early stopping -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("patience, epochs_run", [(0, 3), (1, 3), (2, 4), (5, 7)])
 def test_early_stopping(patience, epochs_run, small, tmp_path, monkeypatch):
