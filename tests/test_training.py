@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ import numcnn.training as training
 from numcnn import datasets, models
 from numcnn import io as nio
 from numcnn.data.augment import Augment
-from numcnn.errors import ConfigError, NonFiniteError, NumcnnError, StateError
+from numcnn.errors import ConfigError, DTypeError, NonFiniteError, NumcnnError, ShapeError, StateError
 from numcnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from numcnn.metrics import confusion_matrix
 from numcnn.model import Sequential
@@ -265,6 +266,47 @@ def test_checkpoint_keeps_per_parameter_step_counts_and_refuses_forged_ones(smal
             resume(forged("bad.safetensors", bad), "c")
     with pytest.raises(StateError, match="step counts for 2 parameters"):
         resume(forged("short.safetensors", [1, 1]), "d")
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float32"])
+def test_training_validation_evaluate_and_predict_prepare_images_the_same_way(small, kind):
+    """uint8 images are scaled and normalised with the model's statistics everywhere (training
+    batches, validation, evaluate, predict); float images are taken as prepared everywhere, so a
+    model fitted on floats keeps no statistics and trains on exactly the given values."""
+    (xtr, ytr), (xva, yva) = small
+    if kind == "float32":
+        xtr, xva = xtr.astype(np.float32) / 16, xva.astype(np.float32) / 16
+    model = models.digits_cnn()
+    seen = []
+    forward = model.forward
+
+    def recording_forward(x, training=True):
+        if training:
+            seen.append(np.array(x))
+        return forward(x, training)
+
+    model.forward = recording_forward
+    hist = Trainer(model, optimizer="adam", lr=2e-3, epochs=2, batch_size=32,
+                   progress=False).fit((xtr, ytr), (xva, yva))
+    assert (model.normalization is None) == (kind == "float32")
+    prepared = {row.tobytes() for row in model.prepare_input(xtr)}   # what predict would feed
+    assert len(seen) == 16 and all(row.tobytes() in prepared for b in seen for row in b)
+    ev = evaluate(model, xva, yva)
+    assert hist["val_acc"][-1] == pytest.approx(ev["accuracy"], abs=1e-12)
+    assert hist["val_loss"][-1] == pytest.approx(ev["loss"], rel=1e-6)
+    assert ev["accuracy"] > 0.5                          # it learned: the two agree on something real
+
+
+def test_fit_checks_validation_images_before_the_first_step(small):
+    (xtr, ytr), (xva, yva) = small
+    for bad, err, text in [(xva[:, :, :6], ShapeError, "fit (validation data): the model takes "
+                                                           "images of shape (1, 8, 8)"),
+                           (xva.astype(np.int64), DTypeError, "int64")]:
+        model = models.digits_cnn()
+        before = params_of(model)
+        with pytest.raises(err, match=re.escape(text)):
+            Trainer(model, epochs=1, batch_size=32, progress=False).fit((xtr, ytr), (bad, yva))
+        assert all(np.array_equal(a, b) for a, b in zip(before, params_of(model)))
 
 
 # -- early stopping -----------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .data.loader import DataLoader, compute_normalization
-from .errors import (ConfigError, ModelFileError, NonFiniteError, NumcnnError, ShapeError,
-                     StateError)
+from .errors import (ConfigError, DTypeError, ModelFileError, NonFiniteError, NumcnnError,
+                     ShapeError, StateError)
 from .functional import log_softmax
 from .io import atomic_write, load_checkpoint, save_model
 from .losses import CrossEntropy
@@ -40,11 +40,20 @@ class TrainingDiverged(NonFiniteError):
     """The loss became NaN or infinite during training."""
 
 
-def _check_xy(x, y, what):
+def _check_xy(x, y, what, input_shape=None):
+    """Images and labels as arrays, checked the way the model will use them (shape, dtype,
+    finite values, label ids) before any training happens."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 4:
         raise ShapeError(f"{what}: images must be (N, C, H, W), got shape {x.shape}")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ShapeError(f"{what}: the model takes images of shape {tuple(input_shape)} (C, H, W) "
+                         f"but the data has shape {tuple(x.shape[1:])}")
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise DTypeError(f"{what}: images must be uint8 or float (uint8 for 0..255, floats "
+                         f"already scaled), got dtype {x.dtype}; convert them, e.g. "
+                         "x.astype('float32') / 65535 for 16-bit images")
     if y.shape != (len(x),):
         raise ShapeError(f"{what}: labels must be shape ({len(x)},), got {y.shape}")
     if len(x) == 0:
@@ -160,12 +169,9 @@ def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
 
     ``x`` are raw images (uint8, normalised with the model's stored statistics) or prepared floats.
     """
-    x, y = _check_xy(x, y, "evaluate")
+    x, y = _check_xy(x, y, "evaluate", model.input_shape)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}")
-    if model.input_shape is not None and tuple(x.shape[1:]) != model.input_shape:
-        raise ShapeError(f"evaluate: the model takes images of shape {model.input_shape} but the "
-                         f"data has shape {tuple(x.shape[1:])}")
     y = y.astype(np.int64)
     probs, loss_sum = [], 0.0
     for start in range(0, len(x), batch_size):
@@ -327,20 +333,21 @@ class Trainer:
         if isinstance(train, DataLoader):
             loader = train
         else:
-            x, y = _check_xy(*_pair(train, "fit"), "fit")
-            if model.input_shape is not None and tuple(x.shape[1:]) != model.input_shape:
-                raise ShapeError(f"fit: the model takes images of shape {model.input_shape} (C, H, W) "
-                                 f"but the training data has shape {tuple(x.shape[1:])}")
-            if model.normalization is None:
+            x, y = _check_xy(*_pair(train, "fit"), "fit", model.input_shape)
+            # the model's (mean, std) apply to raw uint8 images, here as in predict/evaluate
+            # (Sequential.prepare_input); float images are taken as already prepared
+            raw = x.dtype == np.uint8
+            if raw and model.normalization is None:
                 model.normalization = compute_normalization(x)
             loader = DataLoader(x, y, self.batch_size, shuffle=True, seed=self.seed,
-                                normalize=model.normalization, augment=self.augment,
-                                dtype=model.dtype)
+                                normalize=model.normalization if raw else None,
+                                augment=self.augment, dtype=model.dtype)
         k = _num_classes(model)
         if not isinstance(train, DataLoader) and k is not None:
             _check_labels(y, "fit", k)
         if val is not None:
-            val = _check_xy(*_pair(val, "fit (validation data)"), "fit (validation data)")
+            val = _check_xy(*_pair(val, "fit (validation data)"), "fit (validation data)",
+                            model.input_shape)
             if k is not None:
                 _check_labels(val[1], "fit (validation data)", k)
         start_epoch, start_batch, partial = 0, 0, None
@@ -350,7 +357,7 @@ class Trainer:
                 raise StateError(f"resume: checkpoint {resume!r} stopped at batch {start_batch} of "
                                  f"epoch {start_epoch + 1} but this data has {len(loader)} batches "
                                  "per epoch: resume with the same data and batch size")
-            if not isinstance(train, DataLoader):
+            if not isinstance(train, DataLoader) and raw:
                 loader.normalize = model.normalization
         if self.out_dir:
             os.makedirs(self.out_dir, exist_ok=True)
