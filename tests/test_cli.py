@@ -213,6 +213,8 @@ def bad_files(tmp_path_factory):
     (d / "notimage.png").write_bytes(b"this is not a picture\n" * 10)
     models.lenet5().save(d / "lenet28.safetensors")
     models.digits_cnn().save(d / "digits8.safetensors")
+    (d / "out12.json").write_text(json.dumps({"input_shape": [1, 8, 8], "layers": [
+        {"type": "Flatten"}, {"type": "Dense", "in_features": 64, "out_features": 12}]}))
     return d
 
 
@@ -235,12 +237,22 @@ def _error_cases(d):
                         "train", "epochs must be a positive integer"),
         "bad input shape": (["summary", "lenet5", "--input-shape", "x"], "summary", "--input-shape"),
         "bad --top": (["predict", model, d / "notimage.png", "--top", 0], "predict", "--top must be >= 1"),
+        "12 outputs for 10 classes": (["train", "--data", "digits", "--model", d / "out12.json", "--out", d / "x"],
+                                      "train", r"has 12 outputs but 'digits' has 10 classes; make its "
+                                               r"last layer output 10"),
+        "negative seed": (["train", "--data", "digits", "--model", "digits-cnn", "--seed", -1, "--out", d / "x"],
+                          "train", "seed must be an integer >= 0, got -1"),
+        "momentum 1": (["train", "--data", "digits", "--model", "digits-cnn", "--optimizer", "sgd",
+                        "--momentum", 1, "--out", d / "x"], "train", r"momentum must be in \[0, 1\), got 1\.0"),
+        "momentum with adam": (["train", "--data", "digits", "--model", "digits-cnn", "--momentum", 0.5,
+                                "--out", d / "x"], "train", "--momentum is for --optimizer sgd"),
     }
 
 
 CASES = ["missing model", "not a model", "folder as model", "not an image", "missing image",
          "model for 1x28x28 on 8x8 data", "unknown preset", "unknown dataset", "zero epochs",
-         "bad input shape", "bad --top"]
+         "bad input shape", "bad --top", "12 outputs for 10 classes", "negative seed", "momentum 1",
+         "momentum with adam"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -251,6 +263,7 @@ def test_bad_input_in_process(case, bad_files, capsys):
     line = assert_one_clear_error(rc, captured.err, command)
     assert re.search(pattern, line), line
     assert rc == 2
+    assert not (bad_files / "x").exists()          # refused before anything was written
 
 
 @pytest.mark.parametrize("case", ["missing model", "not a model", "not an image",

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 import numcnn
 from numcnn import io as nio
 from numcnn import models
-from numcnn.errors import ModelFileError
+from numcnn.errors import ConfigError, ModelFileError
 from numcnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from numcnn.model import Sequential
+from numcnn.training import evaluate
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -308,6 +309,10 @@ BAD_FILES = {
     "normalization of wrong size": (lambda: _meta_with(normalization='{"mean": [1, 2, 3], "std": [1, 2, 3]}'),
                                     "bad normalization"),
     "classes not names": (lambda: _meta_with(classes='{"a": 1}'), "'classes' must be a list"),
+    "fewer class names than outputs": (lambda: _meta_with(classes='["a"]'),
+                                       "the file stores 1 class names for a model with 3 outputs"),
+    "more class names than outputs": (lambda: _meta_with(classes='["a", "b", "c", "d"]'),
+                                      "the file stores 4 class names for a model with 3 outputs"),
     "truncated file": (lambda: _valid()[:-100], "truncated"),
     "truncated in the header": (lambda: _valid()[:100], "truncated or not a model file"),
     "random bytes": (lambda: np.random.default_rng(0).integers(0, 256, 5000).astype(np.uint8).tobytes(),
@@ -347,6 +352,21 @@ def test_bad_files_are_refused_clearly(case, tmp_path):
     assert "\n" not in msg and len(msg) < 2000    # one readable line
     with pytest.raises(ModelFileError):
         nio.load_checkpoint(path)
+
+
+def test_class_names_must_name_each_output_to_build_save_or_evaluate(tmp_path):
+    m = tiny_model()
+    with pytest.raises(ConfigError, match="Sequential: got 2 class names for a model with 3 outputs"):
+        Sequential(m.layers, input_shape=(1, 8, 8), classes=["a", "b"])
+    m.classes = ["a", "b", "c", "d"]
+    with pytest.raises(ConfigError, match="model.classes has 4 class names for a model with 3 outputs"):
+        m.save(tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+    m.classes = None
+    x, y = np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 2, 0])
+    with pytest.raises(ConfigError, match="evaluate: 2 class names for a model with 3 outputs"):
+        evaluate(m, x, y, class_names=["a", "b"])
+    assert evaluate(m, x, y, class_names=["x", "y", "z"])["classes"] == ["x", "y", "z"]
 
 
 def test_valid_helpers_really_are_valid(tmp_path):

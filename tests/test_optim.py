@@ -221,6 +221,9 @@ def test_layer_gradients_accumulate_until_zero_grad_then_sgd_uses_them():
 @pytest.mark.parametrize("make", [
     lambda ps: SGD(ps, lr=0.0), lambda ps: SGD(ps, lr=-1.0), lambda ps: SGD(ps, lr=float("nan")),
     lambda ps: SGD(ps, lr=0.1, nesterov=True), lambda ps: SGD(ps, lr=0.1, momentum=-0.1),
+    lambda ps: SGD(ps, lr=0.1, momentum=1.0), lambda ps: SGD(ps, lr=0.1, momentum=2.0),
+    lambda ps: SGD(ps, lr=0.1, momentum=float("nan")),
+    lambda ps: SGD(ps, lr=0.1, weight_decay=float("nan")),
     lambda ps: Adam(ps, betas=(1.0, 0.999)), lambda ps: Adam(ps, eps=0.0),
     lambda ps: SGD([], lr=0.1)])
 def test_bad_optimizer_arguments_raise_config_error(make):

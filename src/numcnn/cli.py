@@ -110,6 +110,10 @@ def cmd_train(args):
     (xtr, ytr), (xte, yte) = ds.splits
     classes = list(ds.classes)
     model = build_model(args.model, xtr.shape[1:], len(classes), args.seed)
+    k = model.num_outputs()
+    if k is not None and k != len(classes):
+        raise ConfigError(f"model {args.model!r} has {k} outputs but {args.data!r} has "
+                          f"{len(classes)} classes; make its last layer output {len(classes)}")
     model.classes = classes
     if model.input_shape and tuple(xtr.shape[1:]) != model.input_shape:
         raise ConfigError(f"model {args.model!r} takes images of shape {model.input_shape} but "
@@ -118,6 +122,11 @@ def cmd_train(args):
                                             f"{os.path.basename(args.model).split('.')[0]}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
+    if args.momentum is None:
+        args.momentum = DEFAULTS["momentum"]
+    elif args.optimizer != "sgd":
+        raise ConfigError(f"--momentum is for --optimizer sgd; {args.optimizer} has its own "
+                          "moving averages (drop --momentum, or use --optimizer sgd)")
     if args.shift is None:        # 2 pixels for 28x28 digits, 1 for 8x8: about 1/14 of the side
         args.shift = max(1, round(xtr.shape[-1] / 14))
     augment = Augment(shift=args.shift, flip=args.flip) if (args.shift or args.flip) else None
@@ -203,7 +212,8 @@ def cmd_predict(args):
     c, h, w = model.input_shape
     images = np.stack([load_image(p, size=(h, w), channels=c) for p in args.images])
     probs = model.predict(images)
-    names = model.classes or [str(i) for i in range(probs.shape[1])]
+    names = model.classes if model.classes and len(model.classes) == probs.shape[1] \
+        else [str(i) for i in range(probs.shape[1])]
     k = min(args.top, probs.shape[1])
     width = max(len(os.path.basename(p)) for p in args.images)
     _say(f"{'image':<{width}}  prediction  " + "  ".join(f"top{i + 1:<8}" for i in range(1, k)))
@@ -348,7 +358,8 @@ def build_parser():
     t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     t.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["sgd", "adam", "adamw"])
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 2e-3 for adam/adamw)")
-    t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"], help="SGD momentum")
+    t.add_argument("--momentum", type=float, default=None,
+                   help=f"SGD momentum in [0, 1) (default {DEFAULTS['momentum']}; sgd only)")
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--schedule", default=DEFAULTS["schedule"], choices=["constant", "step", "cosine"])
     t.add_argument("--shift", type=int, default=None, help="random-shift augmentation in pixels "

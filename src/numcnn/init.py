@@ -28,6 +28,8 @@ def as_generator(rng=None) -> np.random.Generator:
     if rng is None:
         rng = 0
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ConfigError(f"a seed must be an integer >= 0, got {int(rng)}")
         return np.random.default_rng(int(rng))
     raise ConfigError(f"rng must be an int seed or a numpy.random.Generator, got {type(rng).__name__}")
 

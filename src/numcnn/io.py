@@ -153,6 +153,9 @@ def model_metadata(model) -> dict:
 
 def save_model(model, path, extra_tensors=None, extra_metadata=None):
     """Write ``model`` (and, for checkpoints, extra tensors/metadata) atomically to ``path``."""
+    model.check_classes(model.classes, f"save {os.fspath(path)!r}: model.classes has",
+                        advice="set one name per output before saving (a file that cannot be "
+                               "loaded back is never written)")
     tensors = model_tensors(model)
     tensors.update(extra_tensors or {})
     meta = model_metadata(model)
@@ -340,6 +343,8 @@ def model_from_parts(tensors, meta, where):
     classes = _json_meta(meta, "classes", where)
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
         raise ModelFileError(f"{where}: 'classes' must be a list of names")
+    model.check_classes(classes, f"{where}: the file stores", error=ModelFileError,
+                        advice="it was edited or damaged; use another model file")
     model.classes = classes
     return model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_array_module, keep_freed_memory, to_numpy
-from .errors import ConfigError, DTypeError, ShapeError
+from .errors import ConfigError, DTypeError, NumcnnError, ShapeError
 from .functional import softmax
 from .layers.base import Layer, check_finite, layer_from_config, layer_to_config
 
@@ -49,6 +49,7 @@ class Sequential:
             first.needs_input_grad = False   # nobody needs dL/dx of the data
         if self.input_shape is not None:
             self.shapes()                    # validates that the layers fit together
+            self.check_classes(self.classes, "Sequential: got")
         from .backend import current
         if device is not None:
             self.to(device)
@@ -180,6 +181,23 @@ class Sequential:
             out = self.forward(xb, training=False)
             outs.append(to_numpy(out if ends_in_softmax else softmax(out, axis=1)))
         return np.concatenate(outs)
+
+    def num_outputs(self):
+        """How many classes the model scores (its output width), when its input shape says so;
+        None when it has no input shape or does not end in ``(N, K)``."""
+        try:
+            out = self.shapes()[-1][1] if self.input_shape else None
+        except NumcnnError:
+            return None
+        return int(out[0]) if out is not None and len(out) == 1 else None
+
+    def check_classes(self, classes, what, error=ConfigError,
+                      advice="give one name per output"):
+        """``classes`` (names, or None) must name each of the model's outputs exactly once;
+        ``what`` starts the message, e.g. ``"Sequential: got"``."""
+        k = self.num_outputs()
+        if classes is not None and k is not None and len(classes) != k:
+            raise error(f"{what} {len(classes)} class names for a model with {k} outputs; {advice}")
 
     def predict_classes(self, x, batch_size=256):
         return self.predict(x, batch_size).argmax(axis=1)

@@ -99,8 +99,10 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ConfigError("SGD: momentum and weight_decay must be >= 0")
+        if not 0 <= momentum < 1:           # at 1 the velocity never forgets; above, it explodes
+            raise ConfigError(f"SGD: momentum must be in [0, 1), got {momentum!r} (0.9 is usual)")
+        if not weight_decay >= 0:
+            raise ConfigError(f"SGD: weight_decay must be >= 0, got {weight_decay!r}")
         if nesterov and momentum <= 0:
             raise ConfigError("SGD: nesterov=True needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)

@@ -157,11 +157,7 @@ def _check_checkpoint_info(info, path, n_layers):
 
 def _num_classes(model):
     """The model's number of outputs, when its input shape says so (else None)."""
-    try:
-        out = model.shapes()[-1][1] if model.input_shape else None
-    except NumcnnError:
-        return None
-    return int(out[0]) if out is not None and len(out) == 1 else None
+    return model.num_outputs()
 
 
 def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
@@ -185,6 +181,9 @@ def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
         loss_sum += -logp[np.arange(len(yb)), yb].sum()
         probs.append(np.exp(logp))
     names = class_names or model.classes
+    if names is not None and len(names) != logp.shape[1]:
+        raise ConfigError(f"evaluate: {len(names)} class names for a model with {logp.shape[1]} "
+                          "outputs; give one name per output")
     return classification_report(np.concatenate(probs), y, names, k=k, loss=loss_sum / len(x))
 
 
@@ -249,6 +248,8 @@ class Trainer:
         if patience is not None and (not isinstance(patience, int) or isinstance(patience, bool)
                                      or patience < 0):
             raise ConfigError(f"patience must be None or an integer >= 0, got {patience!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         self.model = model
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
         self.loss = loss or CrossEntropy()
