@@ -275,6 +275,36 @@ def test_bad_input_real_process(case, bad_files):
     assert re.search(pattern, line), line
 
 
+def test_train_refuses_to_overwrite_a_previous_run_and_resumes_into_it(trained, capsys):
+    out, _ = trained
+    before = {f: (out / f).read_bytes() for f in cli.RUN_FILES}
+    rc = cli.main(["train", "--data", "digits", "--model", "digits-cnn", "--epochs", "1",
+                   "--no-progress", "--out", str(out)])
+    line = assert_one_clear_error(rc, capsys.readouterr().err, "train")
+    assert f"--out {out} holds a previous run (model.safetensors, best.safetensors, " in line
+    assert f"--resume {out / 'checkpoint.safetensors'}" in line
+    assert all((out / f).read_bytes() == b for f, b in before.items())      # nothing touched
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only folder"])
+def test_train_refuses_an_output_folder_it_cannot_write_before_training(where, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    if where == "under a file":
+        out = blocker / "run"
+    else:                     # /proc exists and refuses new files, even to root (chmod would not)
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux's /proc")
+        out = "/proc"
+    rc = cli.main(["train", "--data", "digits", "--model", "digits-cnn", "--epochs", "3",
+                   "--out", str(out)])
+    captured = capsys.readouterr()
+    line = assert_one_clear_error(rc, captured.err, "train")
+    assert f"cannot write to the output folder '{out}'" in line
+    assert "epoch 1" not in captured.out + captured.err       # no epoch was run (or lost)
+    assert blocker.read_text() == "not a folder"
+
+
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "usage: numcnn" in capsys.readouterr().out

@@ -22,6 +22,8 @@ from .errors import ConfigError, DataError, ModelFileError, NumcnnError
 DEFAULTS = dict(data="mnist-5k", model="lenet5", epochs=30, batch_size=32, optimizer="adam",
                 momentum=0.9, schedule="cosine")
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
+#: what a training run leaves in its folder (a new run refuses to overwrite them)
+RUN_FILES = ("model.safetensors", "best.safetensors", "checkpoint.safetensors", "history.json")
 
 
 def _say(*a):
@@ -120,6 +122,11 @@ def cmd_train(args):
                           f"{args.data!r} has {tuple(xtr.shape[1:])}")
     out = args.out or os.path.join("runs", f"{os.path.basename(str(args.data)).replace('.', '_')}-"
                                             f"{os.path.basename(args.model).split('.')[0]}-{time.strftime('%Y%m%d-%H%M%S')}")
+    previous = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if previous and not args.resume:
+        raise ConfigError(f"--out {out} holds a previous run ({', '.join(previous)}); continue it "
+                          f"with --resume {os.path.join(out, 'checkpoint.safetensors')}, or choose "
+                          "another --out (or delete that folder)")
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     if args.momentum is None:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -153,6 +154,17 @@ def _check_checkpoint_info(info, path, n_layers):
     if not isinstance(es, dict) or not (es.get("best") is None or number(es.get("best"))) \
             or not count(es.get("wait", 0)):
         raise bad("early-stopping state")
+
+
+def _check_writable_folder(path):
+    """Create ``path`` if needed and make sure files can be written in it, or ConfigError."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write to the output folder {os.fspath(path)!r} "
+                          f"({exc.strerror or exc}); choose another folder") from None
 
 
 def _num_classes(model):
@@ -361,7 +373,7 @@ class Trainer:
             if not isinstance(train, DataLoader) and raw:
                 loader.normalize = model.normalization
         if self.out_dir:
-            os.makedirs(self.out_dir, exist_ok=True)
+            _check_writable_folder(self.out_dir)     # now, not after the first epoch's work
         with _StopFlag() as flag:
             for epoch in range(start_epoch, self.epochs):
                 stopped = self._run_epoch(loader, val, epoch, start_batch if epoch == start_epoch else 0,
