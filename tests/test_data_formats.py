@@ -378,6 +378,100 @@ def test_load_image(tmp_path):
         load_image(tmp_path / "t.txt")
 
 
+# ------------------------------------------------------------------ 16-bit and float images
+# Pillow's convert("L") clips these modes to 0..255; numcnn rescales them instead.
+
+def _save_deep(path, arr):
+    """Write a 16-bit (uint16 -> PNG/TIFF 'I;16') or float32 (-> TIFF 'F') grey picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    with Image.open(path) as im:
+        return im.mode
+
+
+def test_load_image_16bit_png_is_scaled_not_clipped(tmp_path):
+    # x 255/65535 = / 257, rounded to nearest: 128/257 = 0.498 -> 0, 129/257 = 0.502 -> 1,
+    # 32768/257 = 127.502 -> 128; the old clipping path gave 255 for everything but 0
+    a = np.array([[0, 128, 129, 257], [1000, 32768, 65534, 65535]], dtype=np.uint16)
+    assert _save_deep(tmp_path / "d.png", a) == "I;16"
+    want = np.array([[0, 0, 1, 1], [4, 128, 255, 255]], dtype=np.uint8)   # 1000/257 = 3.89
+    x = load_image(tmp_path / "d.png")
+    assert x.shape == (1, 2, 4) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[0], want)
+    np.testing.assert_array_equal(load_image(tmp_path / "d.png", channels=1)[0], want)
+    np.testing.assert_array_equal(load_image(tmp_path / "d.png", channels=3),
+                                  np.stack([want] * 3))                  # grey replicated
+    # big-endian 16-bit TIFF ('I;16B') and 16-bit PGM (Pillow gives mode 'I') scale the same
+    Image.frombytes("I;16B", (4, 2), a.astype(">u2").tobytes()).save(tmp_path / "b.tif")
+    (tmp_path / "p.pgm").write_bytes(b"P5 4 2 65535\n" + a.astype(">u2").tobytes())
+    for name, mode in (("b.tif", "I;16B"), ("p.pgm", "I")):
+        with Image.open(tmp_path / name) as im:
+            assert im.mode == mode
+        np.testing.assert_array_equal(load_image(tmp_path / name)[0], want)
+
+
+def test_load_image_float_tiff_is_scaled_not_clipped(tmp_path):
+    # values within 0..1 are x 255 (0.5 -> 127.5 -> 128, halves round up; 0.25 -> 63.75 -> 64);
+    # the old clipping path gave 0 for everything below 1.0
+    f = np.array([[0.0, 0.25, 0.5], [0.75, 0.999, 1.0]], dtype=np.float32)
+    assert _save_deep(tmp_path / "f.tif", f) == "F"
+    x = load_image(tmp_path / "f.tif")
+    np.testing.assert_array_equal(x, [[[0, 64, 128], [191, 255, 255]]])   # 191.25, 254.745
+    np.testing.assert_array_equal(load_image(tmp_path / "f.tif", channels=3)[2],
+                                  [[0, 64, 128], [191, 255, 255]])
+    # values within 0..255 (and some above 1) are kept, rounded to nearest
+    g = np.array([[0.0, 1.5, 12.4], [12.5, 200.0, 255.0]], dtype=np.float32)
+    _save_deep(tmp_path / "g.tif", g)
+    np.testing.assert_array_equal(load_image(tmp_path / "g.tif")[0], [[0, 2, 12], [13, 200, 255]])
+
+
+@pytest.mark.parametrize("values,msg", [
+    ([0.0, 0.5, -0.25], r"-0\.25 to 0\.5"),
+    ([0.0, 10.0, 300.0], r"0 to 300"),
+    ([0.0, float("nan"), 1.0], r"1 NaN or infinite"),
+    ([0.0, float("inf"), 1.0], r"1 NaN or infinite"),
+])
+def test_float_image_out_of_range_is_refused(tmp_path, values, msg):
+    _save_deep(tmp_path / "a" / "bad.tif", np.array([values], dtype=np.float32))
+    with pytest.raises(DataError, match=rf"bad\.tif: float image .*{msg}"):
+        load_image(tmp_path / "a" / "bad.tif")
+    with pytest.raises(DataError, match=rf"bad\.tif: float image .*{msg}"):
+        read_image_folder(tmp_path)
+
+
+def test_int32_image_beyond_16_bits_is_refused(tmp_path):
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32)).save(tmp_path / "i.tif")
+    with Image.open(tmp_path / "i.tif") as im:
+        assert im.mode == "I"
+    with pytest.raises(DataError, match=r"i\.tif: integer image \(Pillow mode 'I'\) holds "
+                                        r"values from 0 to 70000.*0\.\.65535"):
+        load_image(tmp_path / "i.tif")
+    Image.fromarray(np.array([[-1, 5]], dtype=np.int32)).save(tmp_path / "n.tif")
+    with pytest.raises(DataError, match=r"n\.tif.*from -1 to 5"):
+        load_image(tmp_path / "n.tif")
+
+
+def test_image_folder_of_16bit_and_float_images(tmp_path):
+    _save_deep(tmp_path / "a" / "d16.png", np.array([[0, 32768], [65535, 257]], dtype=np.uint16))
+    _save_deep(tmp_path / "b" / "f.tif", np.array([[0.5, 1.0], [0.0, 0.25]], dtype=np.float32))
+    x, y, classes = read_image_folder(tmp_path)
+    assert classes == ["a", "b"] and x.shape == (2, 1, 2, 2) and x.dtype == np.uint8
+    np.testing.assert_array_equal(y, [0, 1])
+    np.testing.assert_array_equal(x[0, 0], [[0, 128], [255, 1]])
+    np.testing.assert_array_equal(x[1, 0], [[128, 255], [0, 64]])
+    xr, _, _ = read_image_folder(tmp_path, mode="RGB")                  # grey replicated
+    np.testing.assert_array_equal(xr, np.repeat(x, 3, axis=1))
+    # a colour picture in the folder makes it RGB; the 16-bit one is still scaled, not clipped
+    _save(tmp_path / "b" / "c.png", _rgb(2, 2, seed=3))
+    xc, _, _ = read_image_folder(tmp_path)
+    np.testing.assert_array_equal(xc[0], np.stack([[[0, 128], [255, 1]]] * 3))
+    # resizing happens after the rescale: a constant 32768 picture becomes a constant 128
+    _save_deep(tmp_path / "c" / "flat.png", np.full((4, 6), 32768, dtype=np.uint16))
+    xs, ys, _ = read_image_folder(tmp_path, size=(3, 2), mode="L")
+    assert xs.shape == (4, 1, 3, 2)
+    np.testing.assert_array_equal(xs[ys == 2][0, 0], np.full((3, 2), 128))
+
+
 # ------------------------------------------------------------------------------------- npz
 
 def test_read_npz_and_refusals(tmp_path):

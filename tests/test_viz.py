@@ -1,6 +1,8 @@
 """Tests of numcnn.viz: the step-by-step convolution demo, its GIF, the kernel gallery and plots."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -331,6 +333,52 @@ def test_plot_confusion_png(tmp_path):
         viz.plot_confusion(np.ones((2, 3)), None, tmp_path / "bad.png")
     with pytest.raises(ShapeError, match="class names"):
         viz.plot_confusion(m, ["a", "b"], tmp_path / "bad.png")
+
+
+def test_plot_confusion_1000_classes_is_bounded_and_quick(tmp_path):
+    # the default side used to be 0.55 * 1000 + 2.5 = 552.5 inches (55250 px at dpi 100): the
+    # drawing ran out of memory; now it is capped at 20 inches = 2000 px, with one tick label
+    # every ceil(1000 / 40) = 25 classes and no cell counts
+    m = np.eye(1000, dtype=int) * 3
+    start = time.perf_counter()
+    path = viz.plot_confusion(m, None, tmp_path / "c1000.png")
+    seconds = time.perf_counter() - start
+    assert png_size(path) == (2000, 2000)
+    assert seconds < 20, f"a 1000-class confusion matrix took {seconds:.1f} s to draw"
+    # the cap starts where 0.55 K + 2.5 reaches 20 inches: 31 classes are 19.55, 40 are 20
+    assert png_size(viz.plot_confusion(np.eye(31), None, tmp_path / "a.png", dpi=20)) == (391, 391)
+    assert png_size(viz.plot_confusion(np.eye(40), None, tmp_path / "b.png", dpi=20)) == (400, 400)
+    # an explicit figsize still works, but not one that makes a picture over 8000 px a side
+    assert png_size(viz.plot_confusion(m, None, tmp_path / "s.png", figsize=(6, 4), dpi=50)) == \
+        (300, 200)
+    with pytest.raises(ConfigError, match=r"552x552 inches at dpi 100 is a 55200x55200-pixel.*"
+                                          r"at most 8000 pixels a side.*lower figsize or dpi"):
+        viz.plot_confusion(m, None, tmp_path / "huge.png", figsize=(552, 552))
+    with pytest.raises(ConfigError, match=r"dpi 500 is a 10000x10000-pixel"):
+        viz.plot_confusion(m, None, tmp_path / "huge.png", dpi=500)     # default 20 inches
+    with pytest.raises(ConfigError, match="positive"):
+        viz.plot_confusion(m, None, tmp_path / "bad.png", figsize=(0, 4))
+    assert not (tmp_path / "huge.png").exists() and not (tmp_path / "bad.png").exists()
+
+
+def test_plot_confusion_labels_every_nth_class_above_60(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    seen = {}
+    real = Axes.set_xticklabels
+
+    def spy(self, labels, *args, **kwargs):
+        seen["x"] = [str(t) for t in labels]
+        return real(self, labels, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_xticklabels", spy)
+    viz.plot_confusion(np.eye(60), None, tmp_path / "c60.png", dpi=20)
+    assert seen["x"] == [str(i) for i in range(60)]                     # all 60 labelled
+    viz.plot_confusion(np.eye(61), None, tmp_path / "c61.png", dpi=20)
+    assert seen["x"] == [str(i) for i in range(0, 61, 2)]               # ceil(61 / 40) = 2
+    names = [f"class{i}" for i in range(1000)]
+    viz.plot_confusion(np.eye(1000), names, tmp_path / "c1000.png", dpi=20)
+    assert seen["x"] == [f"class{i}" for i in range(0, 1000, 25)] and len(seen["x"]) == 40
 
 
 @pytest.mark.parametrize("in_channels", [1, 3, 6])

@@ -71,6 +71,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 # Pillow modes that hold one grey level per pixel.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Grey modes deeper than 8 bits: rescaled to 0..255 by _deep_to_uint8, never clipped.
+_DEEP_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
 # --------------------------------------------------------------------------------------- IDX
@@ -380,6 +382,8 @@ def _pillow_errors(path: Path, action: str, damage: str):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
+    except DataError:
+        raise                   # already names the file and says what to do
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refused as a possible decompression bomb: {exc} (Pillow's "
                         f"limit is Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels; "
@@ -405,16 +409,50 @@ def _open_image(path: Path):
             return img.mode, (img.height, img.width)
 
 
+def _deep_to_uint8(img, path: Path) -> np.ndarray:
+    """Rescale a 16/32-bit integer or float grey image to the 0..255 uint8 numcnn uses.
+
+    Pillow's ``convert("L")`` *clips* these modes to 0..255 instead of scaling them, which turns
+    a 16-bit picture almost white and a 0..1 float picture black.  Integer images ('I;16*', and
+    'I' when its values fit 16 bits, as Pillow gives 16-bit PGM) are scaled by 255/65535.  Float
+    images ('F') are scaled by 255 when every value is within 0..1 and kept when within 0..255
+    (decided per image); anything else is refused rather than guessed.  Rounds to nearest,
+    halves up.
+    """
+    a = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise DataError(f"{path}: float image (Pillow mode 'F') has {bad} NaN or infinite "
+                            f"pixel(s); fix or remove the file")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{path}: float image (Pillow mode 'F') holds values from {lo:g} to {hi:g}; "
+                f"numcnn reads float images holding 0..1 (scaled by 255) or 0..255 (kept) - "
+                f"rescale the file to one of those ranges or save it as an 8-bit image")
+        scaled = a * 255.0 if hi <= 1.0 else a
+    else:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise DataError(
+                f"{path}: integer image (Pillow mode {img.mode!r}) holds values from {lo} to "
+                f"{hi}; numcnn reads deep integer images as 16-bit (0..65535, scaled to 0..255) "
+                f"- rescale the file to 0..65535 or save it as an 8- or 16-bit image")
+        scaled = a * 255.0 / 65535.0
+    return np.floor(scaled + 0.5).astype(np.uint8)
+
+
 def _decode_image(path: Path, size, mode: str) -> np.ndarray:
     """Decode one image to a (H, W) or (H, W, 3) uint8 array in ``mode`` ('L' or 'RGB')."""
     Image, _ = _pil()
     with _pillow_errors(path, "decode", "damaged, truncated or too large"):
         with Image.open(path) as img:
             img.load()
+            if img.mode in _DEEP_MODES:     # scale to 'L' first: convert() would clip
+                img = Image.fromarray(_deep_to_uint8(img, path))
             if img.mode != mode:
-                if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F") and mode == "RGB":
-                    img = img.convert("L")
-                img = img.convert(mode)
+                img = img.convert(mode)     # 'L' -> 'RGB' replicates the grey level
             if size is not None and (img.height, img.width) != tuple(size):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
@@ -431,6 +469,9 @@ def load_image(path, size=None, channels: int | None = None) -> np.ndarray:
     channels : 1, 3 or None
         1 converts to grey (Pillow's ITU-R 601-2 luma), 3 to RGB (grey is replicated, alpha
         dropped); None keeps grey pictures grey (C = 1) and makes everything else RGB.
+
+    16-bit grey pictures are scaled to 0..255 (x 255/65535), float ones holding 0..1 by 255
+    (0..255 is kept); other float or deeper integer ranges are a DataError.
     """
     path = Path(path)
     size = _check_size(size, "load_image")
@@ -529,7 +570,8 @@ def read_image_folder(path, size=None, mode: str | None = None, classes=None):
         else a DataError names the first odd file.
     mode : 'L', 'RGB' or None
         Convert to grey (C = 1) or RGB (C = 3).  None: grey if every image is grey, RGB if
-        any image is colour (grey ones are then replicated to 3 channels).
+        any image is colour (grey ones are then replicated to 3 channels).  16-bit and float
+        grey images are rescaled to 0..255 as :func:`load_image` says.
     classes : list of str or None
         Use this class list (and ids) instead of the folder's own - used to read a test folder
         with the training classes; a sub-folder not in the list is a DataError.

@@ -106,18 +106,34 @@ def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
     return _save(fig, path)
 
 
+#: Largest default side of :func:`plot_confusion`'s figure, inches (reached at 32 classes).
+_CONFUSION_MAX_INCHES = 20.0
+#: Most pixels a side of any confusion-matrix PNG may have: figsize * dpi above this is refused
+#: (a 1,000-class matrix at the old unbounded 552 inches took over 24 GB of memory to draw).
+_CONFUSION_MAX_PIXELS = 8000
+#: Up to this many classes every class gets its tick label; above it, every n-th one does.
+_CONFUSION_ALL_LABELS = 60
+#: About this many labelled ticks per axis above _CONFUSION_ALL_LABELS classes.
+_CONFUSION_LABELS_SHOWN = 40
+
+
 def plot_confusion(matrix, class_names=None, path="confusion.png", figsize=None, dpi=100):
     """An annotated heatmap of a confusion matrix: rows are true classes, columns predictions.
 
     ``matrix[i, j]`` counts the images of class ``i`` the model called ``j``; the diagonal holds
     the correct answers.  Each cell shows its count (for up to 30 classes); darker = more.
+    Up to 60 classes every row and column is labelled with its class name; with more, only
+    every n-th one is (about 40 labels an axis; the axis title says how often), so that even a
+    1,000-class matrix draws in seconds.
 
     Args:
         matrix: ``(K, K)`` counts.
         class_names: K names (default ``0 .. K-1``).
         path: the PNG to write.
-        figsize: inches; by default it grows with K (``max(5, 0.55 K + 2.5)`` square).
-        dpi: the picture is ``figsize * dpi`` pixels.
+        figsize: inches; by default it grows with K (``max(5, 0.55 K + 2.5)`` square) up to 20
+            inches a side.
+        dpi: the picture is ``figsize * dpi`` pixels, at most 8000 a side (more is a
+            ConfigError: lower ``figsize`` or ``dpi``).
 
     Returns:
         ``path`` as a string.
@@ -129,18 +145,25 @@ def plot_confusion(matrix, class_names=None, path="confusion.png", figsize=None,
     names = [str(i) for i in range(k)] if class_names is None else [str(c) for c in class_names]
     if len(names) != k:
         raise ShapeError(f"plot_confusion: {len(names)} class names for a {k}x{k} matrix")
-    side = max(5.0, 0.55 * k + 2.5)
-    fig = _new_figure(figsize or (side, side), dpi)
+    side = min(_CONFUSION_MAX_INCHES, max(5.0, 0.55 * k + 2.5))
+    figsize = _bounded_figsize(figsize or (side, side), dpi, "plot_confusion")
+    fig = _new_figure(figsize, dpi)
     ax = fig.subplots()
-    im = ax.imshow(m, cmap="Blues", interpolation="nearest", vmin=0)
+    # many classes: several cells share a pixel, so average them rather than drop rows
+    im = ax.imshow(m, cmap="Blues", interpolation="nearest" if k <= 200 else "antialiased",
+                   vmin=0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="count")
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xticklabels(names, rotation=45 if max(len(s) for s in names) > 3 else 0, ha="right"
-                       if max(len(s) for s in names) > 3 else "center")
-    ax.set_yticklabels(names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    step = 1 if k <= _CONFUSION_ALL_LABELS else math.ceil(k / _CONFUSION_LABELS_SHOWN)
+    ticks = range(0, k, step)
+    shown = [names[i] for i in ticks]
+    long = max(len(s) for s in shown) > 3
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xticklabels(shown, rotation=45 if long else 0, ha="right" if long else "center")
+    ax.set_yticklabels(shown)
+    every = "" if step == 1 else f" (one in {step} of {k} classes labelled)"
+    ax.set_xlabel("predicted class" + every)
+    ax.set_ylabel("true class" + every)
     total = m.sum()
     acc = float(np.trace(m) / total) if total else float("nan")
     ax.set_title(f"Confusion matrix\naccuracy {acc:.1%} on {int(total)} images"
@@ -156,6 +179,26 @@ def plot_confusion(matrix, class_names=None, path="confusion.png", figsize=None,
                         va="center", fontsize=size, color="white" if v > 0.5 * vmax else "black")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _bounded_figsize(figsize, dpi, where):
+    """Check that ``figsize * dpi`` is a sane picture before matplotlib allocates it: a huge
+    canvas is not an error there, it just eats all the memory."""
+    try:
+        w, h = (float(v) for v in figsize)
+        dpi = float(dpi)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: figsize must be (width, height) in inches and dpi a number, "
+                          f"got figsize={figsize!r}, dpi={dpi!r}") from None
+    if not (w > 0 and h > 0 and dpi > 0 and math.isfinite(w * h * dpi)):
+        raise ConfigError(f"{where}: figsize and dpi must be positive, got figsize={figsize!r}, "
+                          f"dpi={dpi!r}")
+    if max(w, h) * dpi > _CONFUSION_MAX_PIXELS:
+        raise ConfigError(
+            f"{where}: figsize {w:g}x{h:g} inches at dpi {dpi:g} is a {round(w * dpi)}x"
+            f"{round(h * dpi)}-pixel picture; at most {_CONFUSION_MAX_PIXELS} pixels a side are "
+            f"drawn - lower figsize or dpi")
+    return w, h
 
 
 def plot_filters(weight, path="filters.png", title=None, figsize=None, dpi=100):
