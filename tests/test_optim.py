@@ -171,6 +171,38 @@ def test_adam_state_restored_with_per_parameter_step_counts_continues_like_torch
         fresh.load_state_arrays(opt.state_arrays(), 3, 0.05, [3, 1])
 
 
+@pytest.mark.parametrize("make,damage,message", [
+    (Adam, lambda a: {k: v for k, v in a.items() if not k.startswith("0.")},
+     "parameter 0 lacks m, v after 2 update"),
+    (Adam, lambda a: {k: v for k, v in a.items() if k != "2.v"}, "parameter 2 lacks v after 2"),
+    (Adam, lambda a: {**a, "1.v": -a["1.v"] - 1}, r"'1\.v' .* has negative entries"),
+    (Adam, lambda a: {**a, "1.m": np.full_like(a["1.m"], np.nan)}, r"'1\.m' holds NaN or inf"),
+    (lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda a: {}, "parameter 0 lacks momentum"),
+    (lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda a: {**a, "0.momentum": a["0.momentum"] * np.inf},
+     "holds NaN or inf")])
+def test_damaged_or_incomplete_optimizer_state_is_refused_and_nothing_changes(make, damage, message):
+    params = make_params(np.float64)
+    opt = make(params)
+    for step in range(2):
+        for p, g in zip(params, grads_for_step(step, np.float64)):
+            p.grad = g
+        opt.step()
+    state = {k: v.copy() for k, v in opt.state_arrays().items()}
+    fresh = make(params)
+    with pytest.raises(StateError, match=message):
+        fresh.load_state_arrays(damage(state), opt.steps, opt.lr)
+    assert fresh.state == [{} for _ in params] and fresh.steps == 0
+    fresh.load_state_arrays(state, opt.steps, opt.lr)           # the undamaged state loads
+    assert fresh.param_steps == [2, 2, 2]
+
+
+def test_sgd_without_momentum_has_no_state_to_miss():
+    params = make_params(np.float64)
+    opt = SGD(params, lr=0.1)
+    opt.load_state_arrays({}, 5)
+    assert opt.param_steps == [5, 5, 5]
+
+
 # -- zero_grad and misuse ---------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
 def test_zero_grad_clears_every_gradient(cls):

@@ -46,6 +46,13 @@ class Optimizer:
         """Update parameter ``p`` in place from ``p.grad``; ``t`` counts its updates, this one included."""
         raise NotImplementedError
 
+    def state_keys(self):
+        """The per-parameter state every updated parameter has (checked on loading)."""
+        return ()
+
+    def _check_state(self, i, state):
+        """Refuse loaded state that this optimizer could never have produced."""
+
     def config(self) -> dict:
         return {"lr": self.lr}
 
@@ -77,8 +84,18 @@ class Optimizer:
                 raise StateError(f"optimizer state {key!r} has shape {tuple(v.shape)} but parameter "
                                  f"{int(i)} has shape {tuple(self.params[int(i)].shape)}: the "
                                  "checkpoint is from another model")
+            if not bool(get_array_module(v).isfinite(v).all()):
+                raise StateError(f"optimizer state {key!r} holds NaN or inf: the checkpoint is "
+                                 "damaged; use an earlier checkpoint or start fresh")
             xp = get_array_module(self.params[int(i)].value)
             new[int(i)][name] = xp.asarray(v, dtype=self.params[int(i)].dtype)
+        for i, (st, t) in enumerate(zip(new, param_steps)):
+            missing = [k for k in self.state_keys() if k not in st] if t > 0 else []
+            if missing:               # a parameter that was updated must have its running state
+                raise StateError(f"optimizer state for parameter {i} lacks {', '.join(missing)} "
+                                 f"after {t} update(s): the checkpoint is incomplete; use an "
+                                 "earlier checkpoint or start fresh")
+            self._check_state(i, st)
         self.state = new
         self.steps = int(steps)
         self.param_steps = [int(t) for t in param_steps]
@@ -110,6 +127,9 @@ class SGD(Optimizer):
     def config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
+
+    def state_keys(self):
+        return ("momentum",) if self.momentum else ()
 
     def _update(self, p, state, t):
         g = p.grad
@@ -145,6 +165,16 @@ class Adam(Optimizer):
 
     def config(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
+
+    def state_keys(self):
+        return ("m", "v")
+
+    def _check_state(self, i, state):
+        v = state.get("v")
+        if v is not None and bool((v < 0).any()):
+            raise StateError(f"optimizer state '{i}.v' (Adam's average of squared gradients) has "
+                             "negative entries: the checkpoint is damaged; use an earlier "
+                             "checkpoint or start fresh")
 
     def _update(self, p, state, t):
         xp = get_array_module(p.value)
