@@ -305,6 +305,48 @@ def test_train_refuses_an_output_folder_it_cannot_write_before_training(where, t
     assert blocker.read_text() == "not a folder"
 
 
+def _image_folder(root, classes, per_class, seed):
+    """8x8 grey PNGs in class sub-folders; each class has its own bright pattern plus noise."""
+    patterns = {"cat": np.s_[:4, :], "dog": np.s_[:, :4], "fish": np.s_[2:6, 2:6]}
+    r = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            a = r.integers(0, 60, (8, 8)).astype(np.uint8)
+            a[patterns[name]] += 180
+            Image.fromarray(a, mode="L").save(root / name / f"{i}.png")
+
+
+def test_evaluate_labels_an_image_folder_by_the_models_classes(tmp_path, capsys):
+    """A test folder holding only some of the trained classes is scored under the model's
+    names and ids (not the folder's own sorted list); an unknown class folder is refused."""
+    _image_folder(tmp_path / "pets" / "train", ["cat", "dog", "fish"], 40, 0)
+    _image_folder(tmp_path / "pets" / "test", ["cat", "dog", "fish"], 10, 1)
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--data", str(tmp_path / "pets"), "--model", "digits-cnn", "--epochs", "4",
+                   "--no-progress", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    model = out / "model.safetensors"
+    assert nio.load_model(model).classes == ["cat", "dog", "fish"]
+    _image_folder(tmp_path / "some" / "train", ["cat", "fish"], 4, 2)
+    _image_folder(tmp_path / "some" / "test", ["cat", "fish"], 10, 3)
+    rc = cli.main(["evaluate", str(model), "--data", str(tmp_path / "some"), "--json",
+                   str(tmp_path / "r.json")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["classes"] == ["cat", "dog", "fish"]
+    assert report["support"] == [10, 0, 10]                  # fish images are fish, not "dog"
+    assert report["accuracy"] > 0.9
+    _image_folder(tmp_path / "zoo" / "train", ["cat"], 2, 4)
+    _image_folder(tmp_path / "zoo" / "test", ["cat"], 2, 5)
+    (tmp_path / "zoo" / "test" / "zebra").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(tmp_path / "zoo" / "test" / "zebra" / "0.png")
+    capsys.readouterr()
+    rc = cli.main(["evaluate", str(model), "--data", str(tmp_path / "zoo")])
+    line = assert_one_clear_error(rc, capsys.readouterr().err, "evaluate")
+    assert "zebra" in line
+
+
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "usage: numcnn" in capsys.readouterr().out

@@ -95,9 +95,10 @@ def load_architecture(path, seed=0):
     return model
 
 
-def _load_data(name, args):
+def _load_data(name, args, classes=None):
+    """The dataset ``name``; ``classes`` (a trained model's) fixes an image folder's labels."""
     from .datasets import load_dataset
-    kw = {}
+    kw = {"classes": list(classes)} if classes else {}
     if getattr(args, "image_size", None):
         kw["size"] = (args.image_size, args.image_size)
     return load_dataset(name, **kw)
@@ -194,7 +195,7 @@ def cmd_evaluate(args):
     from .metrics import format_report
     from .training import evaluate
     model = _load_model(args.model)
-    ds = _load_data(args.data, args)
+    ds = _load_data(args.data, args, model.classes)
     (xtr, ytr), (xte, yte) = ds.splits
     x, y = (xte, yte) if args.split == "test" else (xtr, ytr)
     if model.input_shape and tuple(x.shape[1:]) != model.input_shape:
@@ -282,16 +283,16 @@ def cmd_plot(args):
         c, h, w = model.input_shape
         image = load_image(args.image, size=(h, w), channels=c)[None]
     else:
-        ds = _load_data(args.data, args)
+        ds = _load_data(args.data, args, model.classes)
         (_, _), (xte, yte) = ds.splits
         if model.input_shape and tuple(xte.shape[1:]) != model.input_shape:
             raise ConfigError(f"the model takes images of shape {model.input_shape} but {args.data!r} "
                               f"has {tuple(xte.shape[1:])}")
+        if not 0 <= args.index < len(xte):
+            raise ConfigError(f"--index must be in 0..{len(xte) - 1}")
         report = evaluate(model, xte, yte, class_names=model.classes or list(ds.classes))
         written.append(plots.plot_confusion(np.asarray(report["confusion_matrix"]), report["classes"],
                                             os.path.join(out, "confusion.png")))
-        if not 0 <= args.index < len(xte):
-            raise ConfigError(f"--index must be in 0..{len(xte) - 1}")
         image = xte[args.index:args.index + 1]
     if conv is not None:
         written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png")))

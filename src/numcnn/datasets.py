@@ -234,10 +234,10 @@ def _load_idx_dir(d: Path, files: dict):
     return train, test
 
 
-def _load_image_dir(d: Path, size, mode, test_fraction, seed):
+def _load_image_dir(d: Path, size, mode, test_fraction, seed, classes=None):
     sub_train, sub_test = d / "train", d / "test"
     if sub_train.is_dir() and sub_test.is_dir():
-        f_tr, y_tr, classes = _fmt._scan_image_folder(sub_train)
+        f_tr, y_tr, classes = _fmt._scan_image_folder(sub_train, classes)
         f_te, y_te, _ = _fmt._scan_image_folder(sub_test, classes)
         if not f_tr or not f_te:
             raise DataError(f"{d}: train/ and test/ must both hold images in class folders")
@@ -248,7 +248,7 @@ def _load_image_dir(d: Path, size, mode, test_fraction, seed):
         x = _fmt._decode_all(files, size, mode)
         n = len(f_tr)
         return (x[:n], y_tr), (x[n:], y_te), tuple(classes)
-    x, y, classes = _fmt.read_image_folder(d, size=size, mode=mode)
+    x, y, classes = _fmt.read_image_folder(d, size=size, mode=mode, classes=classes)
     train, test = _split_xy(x, y, test_fraction, seed)
     return train, test, tuple(classes)
 
@@ -276,7 +276,7 @@ def _load_npz(p: Path, test_fraction, seed):
                     f"and y, which get split); it holds {sorted(keys)}")
 
 
-def _load_path(p: Path, size, mode, coarse, test_fraction, seed) -> Dataset:
+def _load_path(p: Path, size, mode, coarse, test_fraction, seed, classes=None) -> Dataset:
     if p.is_file():
         if p.suffix.lower() == ".npz":
             (xtr, ytr), (xte, yte), classes = _load_npz(p, test_fraction, seed)
@@ -297,7 +297,7 @@ def _load_path(p: Path, size, mode, coarse, test_fraction, seed) -> Dataset:
                            {"format": "cifar10" if is10 else "cifar100"})
     has_dirs = any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir())
     if has_dirs:
-        train, test, classes = _load_image_dir(p, size, mode, test_fraction, seed)
+        train, test, classes = _load_image_dir(p, size, mode, test_fraction, seed, classes)
         return Dataset(*train, *test, classes, p.name, str(p), {"format": "image-folder"})
     raise DataError(
         f"{p}: cannot tell what dataset this directory holds: no IDX files "
@@ -310,8 +310,15 @@ def _load_path(p: Path, size, mode, coarse, test_fraction, seed) -> Dataset:
 def load_dataset(name_or_path, *, seed: int = 0, test_fraction: float = 0.2, size=None,
                  mode=None, coarse: bool = False, cache=None, download: bool = True,
                  mirrors=None, checksums=None, progress: bool = True,
-                 timeout: float = 30) -> Dataset:
-    """Like :func:`load` but returns a :class:`Dataset` (arrays + class names + source)."""
+                 timeout: float = 30, classes=None) -> Dataset:
+    """Like :func:`load` but returns a :class:`Dataset` (arrays + class names + source).
+
+    ``classes``: for an image folder, the class names (and ids, by position) to read its
+    sub-folders with instead of the folder's own sorted list, e.g. a trained model's
+    ``model.classes`` so that a folder holding only some of the classes is labelled the way
+    the model was trained; a sub-folder not in the list is a DataError.  Other datasets carry
+    their labels as ids and ignore it.
+    """
     if not isinstance(name_or_path, (str, Path)):
         raise ConfigError(f"load: expected a dataset name or a path, got "
                           f"{type(name_or_path).__name__}")
@@ -320,7 +327,7 @@ def load_dataset(name_or_path, *, seed: int = 0, test_fraction: float = 0.2, siz
         p = Path(name_or_path).expanduser()
         if not p.exists():
             raise _unknown(str(name_or_path))
-        return _load_path(p, size, mode, coarse, test_fraction, seed)
+        return _load_path(p, size, mode, coarse, test_fraction, seed, classes)
 
     meta = _INFO[key]
     if key == "mnist-5k":
