@@ -208,6 +208,9 @@ def test_resume_refuses_other_settings(small, tmp_path):
         (dict(optimizer="adam"), "trained with SGD but this run uses Adam"),
         (dict(batch_size=64), "batch_size=32"),
         (dict(seed=1), "seed=0"),
+        (dict(momentum=0.5), r"other settings \(momentum=0\.9 -> 0\.5\)"),
+        (dict(weight_decay=1e-4), r"weight_decay=0\.0 -> 0\.0001"),
+        (dict(schedule="cosine"), r"schedule='constant' -> 'cosine'"),
     ]
     for change, message in cases:
         kw = dict(model=models.digits_cnn(), optimizer="sgd", lr=0.05, epochs=3, batch_size=32,
@@ -309,6 +312,47 @@ def test_fit_checks_validation_images_before_the_first_step(small):
         assert all(np.array_equal(a, b) for a, b in zip(before, params_of(model)))
 
 
+def test_resume_may_lower_the_learning_rate_and_add_epochs_but_not_ask_for_fewer(small, tmp_path):
+    train, val = small
+    Trainer(models.digits_cnn(), optimizer="sgd", lr=0.05, epochs=2, batch_size=32,
+            out_dir=str(tmp_path), progress=False).fit(train, val)
+    ck = str(tmp_path / "checkpoint.safetensors")
+    t = Trainer(models.digits_cnn(), optimizer="sgd", lr=0.005, epochs=3, batch_size=32,
+                out_dir=str(tmp_path / "more"), progress=False)
+    t.fit(train, val, resume=ck)
+    assert t.history["epoch"] == [1, 2, 3] and t.history["lr"][-1] == pytest.approx(0.005)
+    with pytest.raises(StateError, match="already finished 2 epoch.*more than the 1 this run asks"):
+        Trainer(models.digits_cnn(), optimizer="sgd", lr=0.05, epochs=1, batch_size=32,
+                progress=False).fit(train, val, resume=ck)
+
+
+def test_progress_lines_prints_one_line_per_epoch_and_no_bar(small, capsys):
+    train, val = small
+    Trainer(models.digits_cnn(), epochs=2, batch_size=32, progress="lines").fit(train, val)
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and err == ""
+    assert re.match(r"epoch 1: loss [\d.]+, acc [\d.]+%, val loss [\d.]+, val acc [\d.]+%, ", lines[0])
+    assert lines[1].startswith("epoch 2: ")
+    Trainer(models.digits_cnn(), epochs=1, batch_size=32, progress=False).fit(train, val)
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ConfigError, match="progress must be True, False or 'lines'"):
+        Trainer(models.digits_cnn(), progress="bars")
+
+
+def test_a_model_ending_in_softmax_is_refused_for_cross_entropy_training():
+    from numcnn.layers import Softmax
+    model = Sequential(models.digits_cnn().layers + [Softmax()], input_shape=(1, 8, 8))
+    with pytest.raises(ConfigError, match="ends in Softmax, but CrossEntropy takes raw logits"):
+        Trainer(model)
+
+
+def test_cross_entropy_of_an_empty_batch_is_a_shape_error():
+    from numcnn.losses import CrossEntropy
+    with pytest.raises(ShapeError, match="empty batch"):
+        CrossEntropy().forward(np.zeros((0, 10), np.float32), np.zeros(0, np.int64))
+
+
 # -- early stopping -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("patience, epochs_run", [(0, 3), (1, 3), (2, 4), (5, 7)])
 def test_early_stopping(patience, epochs_run, small, tmp_path, monkeypatch):
@@ -368,6 +412,7 @@ def test_huge_learning_rate_raises_training_diverged(small, tmp_path):
     assert isinstance(err, NonFiniteError) and isinstance(err, NumcnnError)
     msg = str(err)
     assert "epoch 1, step " in msg and "learning rate (1e+06)" in msg and "lower it" in msg
+    assert msg.count("learning rate") == 1                         # said once
     assert not (tmp_path / "checkpoint.safetensors").exists()     # nothing good to keep
 
 
@@ -413,18 +458,19 @@ def test_divergence_in_the_last_step_of_an_epoch_is_not_checkpointed(digits, tmp
 
 
 class _no_numpy_warnings:
-    """Overflow warnings are expected while a run diverges."""
+    """A diverging run is explained by one TrainingDiverged, not by NumPy's overflow warnings
+    on the way there: none may escape."""
 
     def __enter__(self):
-        self._old = np.seterr(all="ignore")
         import warnings
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
+        self._w = warnings.catch_warnings(record=True)
+        self._seen = self._w.__enter__()
+        warnings.simplefilter("always")
 
     def __exit__(self, *exc):
         self._w.__exit__(*exc)
-        np.seterr(**self._old)
+        runtime = [str(w.message) for w in self._seen if issubclass(w.category, RuntimeWarning)]
+        assert not runtime, runtime
 
 
 # -- evaluate --------------------------------------------------------------------------------------------

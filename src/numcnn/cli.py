@@ -141,7 +141,7 @@ def cmd_train(args):
     trainer = Trainer(model, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, augment=augment, out_dir=out,
-                      patience=args.patience, progress=not args.no_progress)
+                      patience=args.patience, progress="lines" if args.no_progress else True)
     _say(f"numcnn train: {args.model} on {args.data} ({len(xtr):,} train / {len(xte):,} test images "
          f"of {'x'.join(map(str, xtr.shape[1:]))}), {args.epochs} epochs, batch {args.batch_size}, "
          f"{type(trainer.optimizer).__name__} lr {trainer.optimizer.lr:g}, {args.schedule} schedule")
@@ -378,7 +378,8 @@ def build_parser():
     t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
     t.add_argument("--out", default=None, help="output folder (default runs/<data>-<model>-<time>)")
     t.add_argument("--resume", default=None, help="checkpoint to continue from")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (one line of results per epoch still)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix of a model")

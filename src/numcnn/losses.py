@@ -43,6 +43,8 @@ class CrossEntropy:
                 labels = labels.astype(xp.int64)
             else:
                 raise DTypeError(f"CrossEntropy: labels must be integer class ids, got dtype {labels.dtype}")
+        if logits.shape[0] == 0:
+            raise ShapeError("CrossEntropy: got an empty batch (0 logits); pass at least one sample")
         k = logits.shape[1]
         if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
             raise ConfigError(f"CrossEntropy: labels must be in [0, {k - 1}] for {k} classes, got "
@@ -51,8 +53,7 @@ class CrossEntropy:
         loss, probs, target = cross_entropy_forward(logits, labels, self.label_smoothing)
         loss = float(loss)
         if loss != loss or loss in (float("inf"), float("-inf")):
-            raise NonFiniteError(f"CrossEntropy: the loss is {loss}; the logits hold NaN/inf. "
-                                 "This usually means the learning rate is too high")
+            raise NonFiniteError(f"CrossEntropy: the loss is {loss}: the logits hold NaN or inf")
         self._cache = (probs, target)
         return loss
 

@@ -247,7 +247,8 @@ class Trainer:
         out_dir: where checkpoints, the best and final model and ``history.json`` go.
         patience: early stopping after this many epochs without improvement of the validation
             loss (training loss if there is no validation set); None disables it.
-        progress: show a tqdm bar per epoch.
+        progress: ``True``: a tqdm bar per epoch and a line of results after it; ``"lines"``:
+            only the line per epoch (logs, ``numcnn train --no-progress``); ``False``: silent.
     """
 
     def __init__(self, model, optimizer="sgd", loss=None, lr=None, momentum=0.9, weight_decay=0.0,
@@ -262,6 +263,12 @@ class Trainer:
             raise ConfigError(f"patience must be None or an integer >= 0, got {patience!r}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        from .layers.activation import Softmax
+        if isinstance(loss or CrossEntropy(), CrossEntropy) and model.layers \
+                and isinstance(model.layers[-1], Softmax):
+            raise ConfigError("the model ends in Softmax, but CrossEntropy takes raw logits (it "
+                              "applies softmax itself, fused and stable): remove the last Softmax "
+                              "layer; predict() still returns probabilities")
         self.model = model
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
         self.loss = loss or CrossEntropy()
@@ -271,6 +278,8 @@ class Trainer:
         self.augment = augment
         self.out_dir = out_dir
         self.patience = patience
+        if progress not in (True, False, "lines"):
+            raise ConfigError(f"progress must be True, False or 'lines', got {progress!r}")
         self.progress = progress
         self.history = {k: [] for k in HISTORY_KEYS}
         self.best = math.inf
@@ -319,6 +328,20 @@ class Trainer:
             raise StateError(f"resume: checkpoint {path!r} used batch_size={info.get('batch_size')}, "
                              f"seed={info.get('seed')}; this run has batch_size={self.batch_size}, "
                              f"seed={self.seed}: resume with the same settings")
+        ck_opt = info["optimizer"].get("config")
+        mine = json.loads(json.dumps(self.optimizer.config()))        # lists, as stored
+        changed = [f"{k}={ck_opt[k]!r} -> {mine[k]!r}" for k in mine
+                   if k != "lr" and isinstance(ck_opt, dict) and k in ck_opt and ck_opt[k] != mine[k]]
+        if info.get("schedule") not in (None, self.schedule_name):
+            changed.append(f"schedule={info['schedule']!r} -> {self.schedule_name!r}")
+        if changed:           # the learning rate may change (e.g. lowered after a divergence)
+            raise StateError(f"resume: checkpoint {path!r} was trained with other settings "
+                             f"({', '.join(changed)}); resume with the same ones (only the "
+                             "learning rate and the number of epochs may change)")
+        if info["epoch"] > self.epochs:    # equal: a finished run, resumed, changes nothing
+            raise StateError(f"resume: checkpoint {path!r} has already finished {info['epoch']} "
+                             f"epoch(s), more than the {self.epochs} this run asks for: ask for "
+                             f"at least {info['epoch']} epochs")
         # everything that can refuse the checkpoint runs before the model is touched
         self.optimizer.params = self.model.parameters()
         self.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"],
@@ -374,7 +397,9 @@ class Trainer:
                 loader.normalize = model.normalization
         if self.out_dir:
             _check_writable_folder(self.out_dir)     # now, not after the first epoch's work
-        with _StopFlag() as flag:
+        # a diverging run is caught and explained (loss and weights are checked for NaN/inf),
+        # so NumPy's overflow warnings on the way there would only be noise
+        with _StopFlag() as flag, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for epoch in range(start_epoch, self.epochs):
                 stopped = self._run_epoch(loader, val, epoch, start_batch if epoch == start_epoch else 0,
                                           partial if epoch == start_epoch else None, flag)
@@ -412,7 +437,7 @@ class Trainer:
         t0 = time.perf_counter()
         t_prev = partial["time"] if partial else 0.0
         bar = None
-        if self.progress:
+        if self.progress is True:
             from tqdm.auto import tqdm
             bar = tqdm(total=n_batches, initial=first_batch, desc=f"epoch {epoch + 1}/{self.epochs}",
                        unit="batch", leave=True, dynamic_ncols=True)
@@ -477,8 +502,11 @@ class Trainer:
             if val is not None:
                 msg += f", val loss {h['val_loss'][-1]:.4f}, val acc {h['val_acc'][-1] * 100:.2f}%"
             msg += f", {h['images_per_s'][-1]:,.0f} img/s, {elapsed:.1f}s"
-            from tqdm.auto import tqdm
-            tqdm.write(msg)
+            if self.progress is True:
+                from tqdm.auto import tqdm
+                tqdm.write(msg)
+            else:
+                print(msg, flush=True)
         improved = monitor < self.best
         if improved:
             self.best, self.wait = monitor, 0
