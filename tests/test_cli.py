@@ -90,13 +90,13 @@ def test_evaluate_prints_the_accuracy_train_printed(trained, capsys, tmp_path):
     out, stdout = trained
     trained_acc = percent(r"^test accuracy ([\d.]+)%", stdout)
     rc = cli.main(["evaluate", str(out / "model.safetensors"), "--data", "digits",
-                   "--json", str(tmp_path / "rep.json")])
+                   "--json", str(tmp_path / "new" / "rep.json")])  # its folder is made
     captured = capsys.readouterr()
     assert rc == 0 and captured.err == ""
     assert percent(r"^accuracy: ([\d.]+)%$", captured.out) == trained_acc
     assert "samples: 360" in captured.out
     assert "confusion matrix (rows: true class, columns: predicted)" in captured.out
-    with open(tmp_path / "rep.json") as f:
+    with open(tmp_path / "new" / "rep.json") as f:
         rep = json.load(f)
     assert round(rep["accuracy"] * 100, 2) == trained_acc
     assert sum(map(sum, rep["confusion_matrix"])) == 360
@@ -244,6 +244,10 @@ def _error_cases(d):
                           "train", "seed must be an integer >= 0, got -1"),
         "momentum 1": (["train", "--data", "digits", "--model", "digits-cnn", "--optimizer", "sgd",
                         "--momentum", 1, "--out", d / "x"], "train", r"momentum must be in \[0, 1\), got 1\.0"),
+        "image size 0": (["evaluate", model, "--data", d, "--image-size", 0], "evaluate",
+                         "--image-size must be a positive number of pixels, got 0"),
+        "image size for a named dataset": (["evaluate", model, "--data", "digits", "--image-size", 8],
+                                           "evaluate", "'digits' is a named dataset"),
         "momentum with adam": (["train", "--data", "digits", "--model", "digits-cnn", "--momentum", 0.5,
                                 "--out", d / "x"], "train", "--momentum is for --optimizer sgd"),
     }
@@ -252,7 +256,7 @@ def _error_cases(d):
 CASES = ["missing model", "not a model", "folder as model", "not an image", "missing image",
          "model for 1x28x28 on 8x8 data", "unknown preset", "unknown dataset", "zero epochs",
          "bad input shape", "bad --top", "12 outputs for 10 classes", "negative seed", "momentum 1",
-         "momentum with adam"]
+         "momentum with adam", "image size 0", "image size for a named dataset"]
 
 
 @pytest.mark.parametrize("case", CASES)

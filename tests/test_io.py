@@ -369,6 +369,40 @@ def test_class_names_must_name_each_output_to_build_save_or_evaluate(tmp_path):
     assert evaluate(m, x, y, class_names=["x", "y", "z"])["classes"] == ["x", "y", "z"]
 
 
+def test_model_files_get_the_usual_permissions_and_keep_existing_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        m = tiny_model()
+        m.save(tmp_path / "m.safetensors")
+        assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o644   # like open(): 0666 - umask
+        os.chmod(tmp_path / "m.safetensors", 0o600)
+        m.save(tmp_path / "m.safetensors")
+        assert os.stat(tmp_path / "m.safetensors").st_mode & 0o777 == 0o600   # a replaced file keeps its own
+        os.umask(0o077)
+        m.save(tmp_path / "private.safetensors")
+        assert os.stat(tmp_path / "private.safetensors").st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("path", [None, 3, "folder"])
+def test_saving_or_loading_something_that_is_not_a_file_path_is_a_clear_error(path, tmp_path):
+    m = tiny_model()
+    if path == "folder":
+        path = tmp_path
+        with pytest.raises(ConfigError, match="it is a folder; give a file name inside it"):
+            m.save(path)
+        with pytest.raises(ModelFileError, match="is a folder"):
+            numcnn.load(path)
+        return
+    with pytest.raises(ConfigError, match=f"save: expected a file path, got {type(path).__name__}"):
+        m.save(path)
+    with pytest.raises(ConfigError, match="expected a file path"):
+        numcnn.load(path)
+    with pytest.raises(ConfigError, match="expected a file path"):
+        nio.load_checkpoint(path)
+
+
 def test_valid_helpers_really_are_valid(tmp_path):
     """The bad files above differ from a loadable file only by the named defect."""
     path = tmp_path / "ok.safetensors"

@@ -98,9 +98,16 @@ def load_architecture(path, seed=0):
 def _load_data(name, args, classes=None):
     """The dataset ``name``; ``classes`` (a trained model's) fixes an image folder's labels."""
     from .datasets import load_dataset
+    from .datasets import _canonical
     kw = {"classes": list(classes)} if classes else {}
-    if getattr(args, "image_size", None):
-        kw["size"] = (args.image_size, args.image_size)
+    size = getattr(args, "image_size", None)
+    if size is not None:
+        if size < 1:
+            raise ConfigError(f"--image-size must be a positive number of pixels, got {size}")
+        if _canonical(str(name)) is not None:
+            raise ConfigError(f"--image-size resizes image folders; {name!r} is a named dataset "
+                              "with a fixed size (drop --image-size)")
+        kw["size"] = (size, size)
     return load_dataset(name, **kw)
 
 
@@ -157,8 +164,7 @@ def cmd_train(args):
              f"  numcnn train {' '.join(again)} --resume {trainer.checkpoint_path}")
         return 130
     report = evaluate(model, xte, yte)
-    with open(os.path.join(out, "evaluation.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    _write_json(report, os.path.join(out, "evaluation.json"))
     _write_training_plots(model, history, report, xte, out)
     ips = history["images_per_s"][-1] if history["images_per_s"] else float("nan")
     _say("")
@@ -168,6 +174,12 @@ def cmd_train(args):
          f"{elapsed:.1f}s ({ips:,.0f} training images/s)")
     _say(f"model saved to {os.path.join(out, 'model.safetensors')}")
     return 0
+
+
+def _write_json(obj, path):
+    """JSON written the way every numcnn file is: atomically, its folder created if needed."""
+    from .io import atomic_write
+    atomic_write(path, json.dumps(obj, indent=1).encode())
 
 
 def _write_training_plots(model, history, report, x, out):
@@ -205,8 +217,7 @@ def cmd_evaluate(args):
     _say(f"{args.model} on {args.data} ({args.split} split)")
     _say(format_report(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        _write_json(report, args.json)
     return 0
 
 

@@ -34,13 +34,34 @@ _DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int
 _CODES = {np.dtype(v).str: k for k, v in _DTYPES.items()}
 
 
+def _as_path(path, what):
+    """``path`` as a str, or ConfigError when it is not a path at all (None, a number...)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise ConfigError(f"{what}: expected a file path, got {type(path).__name__}")
+    return os.fsdecode(os.fspath(path))
+
+
+def _new_file_mode(path):
+    """An existing file keeps its permissions; a new one gets 0666 minus the umask, as open()
+    would give it (mkstemp's private 0600 would lock other users out of shared models)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write(path, data: bytes):
     """Write ``data`` to ``path`` via temp file + fsync + rename (never a half-written file)."""
-    path = os.fspath(path)
+    path = _as_path(path, "write")
+    if os.path.isdir(path):
+        raise ConfigError(f"cannot write {path!r}: it is a folder; give a file name inside it")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     try:
+        os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -122,7 +143,7 @@ def decode_safetensors(data: bytes, where="file"):
 
 
 def read_file(path, what="model file"):
-    path = os.fspath(path)
+    path = _as_path(path, f"read {what}")
     if not os.path.exists(path):
         raise ModelFileError(f"{what} {path!r} does not exist")
     if os.path.isdir(path):
@@ -153,7 +174,8 @@ def model_metadata(model) -> dict:
 
 def save_model(model, path, extra_tensors=None, extra_metadata=None):
     """Write ``model`` (and, for checkpoints, extra tensors/metadata) atomically to ``path``."""
-    model.check_classes(model.classes, f"save {os.fspath(path)!r}: model.classes has",
+    path = _as_path(path, "save")
+    model.check_classes(model.classes, f"save {path!r}: model.classes has",
                         advice="set one name per output before saving (a file that cannot be "
                                "loaded back is never written)")
     tensors = model_tensors(model)
@@ -351,13 +373,13 @@ def model_from_parts(tensors, meta, where):
 
 def load_model(path):
     """Load a model written by :func:`save_model` (or a checkpoint: its model part)."""
-    tensors, meta = decode_safetensors(read_file(path), where=os.fspath(path))
-    return model_from_parts(tensors, meta, os.fspath(path))
+    where = _as_path(path, "read model file")
+    return model_from_parts(*decode_safetensors(read_file(where), where=where), where)
 
 
 def load_checkpoint(path):
     """``(model, optimizer_arrays, info)`` from a checkpoint written by the trainer."""
-    where = os.fspath(path)
+    where = _as_path(path, "read checkpoint")
     tensors, meta = decode_safetensors(read_file(path, "checkpoint"), where=where)
     model = model_from_parts(tensors, meta, where)
     info = _json_meta(meta, "checkpoint", where)
