@@ -213,6 +213,8 @@ def bad_files(tmp_path_factory):
     (d / "notimage.png").write_bytes(b"this is not a picture\n" * 10)
     models.lenet5().save(d / "lenet28.safetensors")
     models.digits_cnn().save(d / "digits8.safetensors")
+    Image.fromarray(np.arange(144, dtype=np.uint8).reshape(12, 12)).save(d / "small.png")
+    (d / "noshape.json").write_text(json.dumps({"layers": [{"type": "Flatten"}]}))
     (d / "out12.json").write_text(json.dumps({"input_shape": [1, 8, 8], "layers": [
         {"type": "Flatten"}, {"type": "Dense", "in_features": 64, "out_features": 12}]}))
     return d
@@ -248,6 +250,24 @@ def _error_cases(d):
                          "--image-size must be a positive number of pixels, got 0"),
         "image size for a named dataset": (["evaluate", model, "--data", "digits", "--image-size", 8],
                                            "evaluate", "'digits' is a named dataset"),
+        "summary of an unknown name": (["summary", "foo"], "summary",
+                                       r"unknown model 'foo': give a preset \(lenet5, "),
+        "summary without input shape": (["summary", d / "noshape.json"], "summary",
+                                        "has no input_shape; give one with --input-shape C,H,W"),
+        "convdemo kernel without image": (["convdemo", "--kernel", "1 0; 0 1", "--stride", 2, "--out", d / "x"],
+                                          "convdemo", "--kernel, --stride: only with --image"),
+        "convdemo padding 100": (["convdemo", "--image", d / "small.png", "--padding", 100, "--out", d / "x"],
+                                 "convdemo", "use a padding of at most 7"),
+        "convdemo huge kernel": (["convdemo", "--image", d / "small.png", "--kernel", "1e308 1; 1 1",
+                                  "--out", d / "x"], "convdemo", r"values are limited to \+/-1e\+06"),
+        "convdemo empty kernel": (["convdemo", "--image", d / "small.png", "--kernel", " ", "--out", d / "x"],
+                                  "convdemo", "--kernel rows"),
+        "plot with a missing history": (["plot", model, "--history", d / "nope.json", "--out", d / "x"],
+                                        "plot", "--history '.*nope.json' is not a file"),
+        "plot with a bad index": (["plot", model, "--data", "digits", "--index", 1000, "--out", d / "x"],
+                                  "plot", r"--index must be in 0\.\.359"),
+        "shift off the canvas": (["train", "--data", "digits", "--model", "digits-cnn", "--shift", 4,
+                                  "--out", d / "x"], "train", "--shift 4 would move most of a 8x8 image"),
         "momentum with adam": (["train", "--data", "digits", "--model", "digits-cnn", "--momentum", 0.5,
                                 "--out", d / "x"], "train", "--momentum is for --optimizer sgd"),
     }
@@ -256,7 +276,10 @@ def _error_cases(d):
 CASES = ["missing model", "not a model", "folder as model", "not an image", "missing image",
          "model for 1x28x28 on 8x8 data", "unknown preset", "unknown dataset", "zero epochs",
          "bad input shape", "bad --top", "12 outputs for 10 classes", "negative seed", "momentum 1",
-         "momentum with adam", "image size 0", "image size for a named dataset"]
+         "momentum with adam", "image size 0", "image size for a named dataset",
+         "summary of an unknown name", "summary without input shape", "convdemo kernel without image",
+         "convdemo padding 100", "convdemo huge kernel", "convdemo empty kernel",
+         "plot with a missing history", "plot with a bad index", "shift off the canvas"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -349,6 +372,18 @@ def test_evaluate_labels_an_image_folder_by_the_models_classes(tmp_path, capsys)
     rc = cli.main(["evaluate", str(model), "--data", str(tmp_path / "zoo")])
     line = assert_one_clear_error(rc, capsys.readouterr().err, "evaluate")
     assert "zebra" in line
+
+
+def test_convdemo_gallery_shrinks_a_big_photo_first(tmp_path, capsys):
+    r = np.random.default_rng(0)
+    Image.fromarray(r.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    assert cli._gallery_size(tmp_path / "big.png") == (384, 512)
+    Image.fromarray(r.integers(0, 256, (40, 30), dtype=np.uint8)).save(tmp_path / "small.png")
+    assert cli._gallery_size(tmp_path / "small.png") is None            # small ones stay as they are
+    assert cli.main(["convdemo", "--gallery", str(tmp_path / "big.png"), "--out", str(tmp_path / "g")]) == 0
+    with Image.open(tmp_path / "g" / "kernels.png") as png:
+        assert max(png.size) < 2000
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_no_command_prints_help(capsys):

@@ -144,6 +144,10 @@ def cmd_train(args):
                           "moving averages (drop --momentum, or use --optimizer sgd)")
     if args.shift is None:        # 2 pixels for 28x28 digits, 1 for 8x8: about 1/14 of the side
         args.shift = max(1, round(xtr.shape[-1] / 14))
+    elif args.shift >= min(xtr.shape[-2:]) / 2:
+        raise ConfigError(f"--shift {args.shift} would move most of a {xtr.shape[-2]}x"
+                          f"{xtr.shape[-1]} image off its canvas; use less than "
+                          f"{min(xtr.shape[-2:]) / 2:g} (the default is about 1/14 of the side)")
     augment = Augment(shift=args.shift, flip=args.flip) if (args.shift or args.flip) else None
     trainer = Trainer(model, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
@@ -265,6 +269,13 @@ def cmd_summary(args):
         model = models.build(args.model, **kw) if kw else models.PRESETS[args.model]()
     elif args.model.lower().endswith((".json", ".toml")):
         model = load_architecture(args.model)
+        if shape is None and model.input_shape is None:
+            raise ConfigError(f"{args.model} has no input_shape; give one with --input-shape C,H,W "
+                              "(or add \"input_shape\": [C, H, W] to the file)")
+    elif not os.path.exists(args.model) and not os.path.splitext(args.model)[1]:
+        raise ConfigError(f"unknown model {args.model!r}: give a preset "
+                          f"({', '.join(models.PRESETS)}), a .json/.toml architecture or a "
+                          ".safetensors model file")
     else:
         model = _load_model(args.model)
     _say(model.summary(shape))
@@ -276,20 +287,20 @@ def cmd_plot(args):
     from .training import evaluate
     from .viz import plots
     model = _load_model(args.model)
-    out = args.out or os.path.dirname(os.path.abspath(args.model))
-    os.makedirs(out, exist_ok=True)
-    written = []
+    out = args.out or os.path.dirname(os.path.abspath(args.model))   # made by the first PNG
+    written, history, report = [], None, None
     hist_path = args.history or os.path.join(os.path.dirname(os.path.abspath(args.model)), "history.json")
+    if args.history and not os.path.isfile(args.history):
+        raise ConfigError(f"--history {args.history!r} is not a file; give the history.json a "
+                          "training run wrote, or leave --history out")
     if os.path.isfile(hist_path):
         with open(hist_path) as f:
             try:
                 history = json.load(f)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{hist_path}: not a valid history file ({exc})") from None
-        written.append(plots.plot_history(history, os.path.join(out, "history.png")))
     conv = _first_conv(model)
-    if conv is not None:
-        written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
+    # everything is read and checked before the first PNG is written
     if args.image:
         c, h, w = model.input_shape
         image = load_image(args.image, size=(h, w), channels=c)[None]
@@ -302,9 +313,14 @@ def cmd_plot(args):
         if not 0 <= args.index < len(xte):
             raise ConfigError(f"--index must be in 0..{len(xte) - 1}")
         report = evaluate(model, xte, yte, class_names=model.classes or list(ds.classes))
+        image = xte[args.index:args.index + 1]
+    if history is not None:
+        written.append(plots.plot_history(history, os.path.join(out, "history.png")))
+    if report is not None:
         written.append(plots.plot_confusion(np.asarray(report["confusion_matrix"]), report["classes"],
                                             os.path.join(out, "confusion.png")))
-        image = xte[args.index:args.index + 1]
+    if conv is not None:
+        written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
     if conv is not None:
         written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png")))
     for p in written:
@@ -318,25 +334,46 @@ def _parse_kernel(text):
         k = np.array(rows, dtype=np.float64)
     except ValueError:
         raise ConfigError(f"--kernel must be rows of numbers separated by ';', e.g. '0 -1 0; -1 4 -1; 0 -1 0', got {text!r}") from None
-    if k.ndim != 2 or k.size == 0:
+    if k.ndim != 2 or k.size == 0 or not text.strip():
         raise ConfigError(f"--kernel rows must all have the same length, got {text!r}")
     return k
 
 
+def _gallery_size(path, longest=512):
+    """Shrink big photos before filtering: the gallery's tiles are ~340 pixels wide, and a 12 MP
+    picture took 22 s and 5 GB through every kernel."""
+    from pathlib import Path
+
+    from .data.formats import _open_image
+    if not Path(path).is_file():
+        return None                      # load_image says what is wrong with it
+    _, (h, w) = _open_image(Path(path))
+    scale = longest / max(h, w)
+    return None if scale >= 1 else (max(1, round(h * scale)), max(1, round(w * scale)))
+
+
 def cmd_convdemo(args):
-    from .viz import convdemo
-    os.makedirs(args.out, exist_ok=True)
+    from .viz import convdemo            # its writers make --out when they write into it
     if args.gallery:
         from .data.formats import load_image
-        img = convdemo.sample_image(64, rgb=True) if args.gallery == "sample" else load_image(args.gallery)
+        img = convdemo.sample_image(64, rgb=True) if args.gallery == "sample" else \
+            load_image(args.gallery, size=_gallery_size(args.gallery))
         path = convdemo.kernel_gallery(img, os.path.join(args.out, "kernels.png"))
         _say(f"applied {len(convdemo.classic_kernels())} classic kernels: wrote {path}")
         return 0
+    own = {"--kernel": args.kernel, "--stride": args.stride, "--padding": args.padding,
+           "--bias": args.bias}
     if args.image:
         from .data.formats import load_image
         img = load_image(args.image, channels=1)[0]
-        kernel = _parse_kernel(args.kernel) if args.kernel else convdemo.classic_kernels()["edge"]
-        x, weight, bias, stride, padding = convdemo.user_demo_inputs(img, kernel, args.stride, args.padding, args.bias)
+        kernel = _parse_kernel(args.kernel) if args.kernel is not None else convdemo.classic_kernels()["edge"]
+        x, weight, bias, stride, padding = convdemo.user_demo_inputs(
+            img, kernel, 1 if args.stride is None else args.stride,
+            0 if args.padding is None else args.padding, 0.0 if args.bias is None else args.bias)
+    elif any(v is not None for v in own.values()):
+        given = ", ".join(k for k, v in own.items() if v is not None)
+        raise ConfigError(f"{given}: only with --image SMALL.png, to set up your own "
+                          "convolution (without --image the deck's example runs as it is)")
     else:
         x, weight, bias, stride, padding = convdemo.deck_example()
     steps, out = convdemo.conv_steps(x, weight, bias, stride, padding)
@@ -426,9 +463,9 @@ def build_parser():
     c = sub.add_parser("convdemo", help="watch a convolution happen (the deck's demo) or apply classic kernels")
     c.add_argument("--image", default=None, help="a small image (<= 16x16 after padding) to convolve instead of the deck's")
     c.add_argument("--kernel", default=None, help="kernel rows, e.g. '0 -1 0; -1 4 -1; 0 -1 0'")
-    c.add_argument("--stride", type=int, default=1)
-    c.add_argument("--padding", type=int, default=0)
-    c.add_argument("--bias", type=float, default=0.0)
+    c.add_argument("--stride", type=int, default=None, help="with --image (default 1)")
+    c.add_argument("--padding", type=int, default=None, help="with --image (default 0)")
+    c.add_argument("--bias", type=float, default=None, help="with --image (default 0)")
     c.add_argument("--gallery", nargs="?", const="sample", default=None, metavar="IMAGE",
                    help="apply edge/sharpen/blur kernels to IMAGE (a built-in picture if none), side by side")
     c.add_argument("--out", default="convdemo", help="output folder (default %(default)s)")

@@ -39,6 +39,8 @@ __all__ = ["ConvStep", "DemoResult", "deck_example", "conv_steps", "format_step"
 
 #: the largest padded image (height and width) :func:`user_demo` will animate
 MAX_DEMO_SIZE = 16
+#: Largest magnitude of a pixel, kernel value or bias in a user's demo (every product is printed).
+DEMO_MAX_VALUE = 1e6
 
 # The deck's filter W1, written as the deck writes it: one 3x3 slice per input channel c.
 _DECK_W1_SLICES = (
@@ -849,6 +851,10 @@ def user_demo_inputs(image_array, kernel, stride=1, padding=0, bias=0):
                          f"{tuple(np.shape(image_array))}); a filter must span all input channels")
     stride, padding = _check_stride_padding(stride, padding, "user_demo")
     hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    if 2 * max(padding) >= MAX_DEMO_SIZE:
+        raise ConfigError(f"user_demo: padding {padding} alone makes the image wider than "
+                          f"{MAX_DEMO_SIZE - 1} pixels, too big to animate; use a padding of at "
+                          f"most {(MAX_DEMO_SIZE - 2) // 2}")
     if hp > MAX_DEMO_SIZE or wp > MAX_DEMO_SIZE:
         fit_w, fit_h = (max(1, MAX_DEMO_SIZE - 2 * p) for p in (padding[1], padding[0]))
         raise ConfigError(f"user_demo: the padded image is {hp}x{wp}, too big to animate (at most "
@@ -857,6 +863,11 @@ def user_demo_inputs(image_array, kernel, stride=1, padding=0, bias=0):
     b = _as_float(bias, "user_demo: bias")
     if b.ndim == 0:
         b = np.full(k.shape[0], float(b))
+    for what, a in (("image", img), ("kernel", k), ("bias", b)):
+        if a.size and float(np.abs(a).max()) > DEMO_MAX_VALUE:
+            raise ConfigError(f"user_demo: the {what} holds {float(np.abs(a).max()):g}; the demo "
+                              f"prints every product and sum, so values are limited to "
+                              f"+/-{DEMO_MAX_VALUE:g} (scale them down)")
     x = img[None]
     return _check_conv_args(x, k, b, stride, padding)
 
