@@ -151,6 +151,11 @@ def test_predict_png_files(trained, digits, tmp_path, capsys):
     assert rc == 0
     lines = text.strip().splitlines()
     assert len(lines) == 1 + len(paths)
+    assert lines[0].split() == ["image", "prediction", "top2"]
+    for line in lines[1:]:                       # each cell starts under its column's header
+        for col in ("prediction", "top2"):
+            at = lines[0].index(col)
+            assert line[at - 2:at] == "  " and line[at].isdigit(), (line, col)
     model = nio.load_model(out / "model.safetensors")
     probs = model.predict(xte[:5])
     for i, line in enumerate(lines[1:]):

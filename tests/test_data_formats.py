@@ -244,6 +244,19 @@ def test_cifar100_directory_fine_and_coarse(tmp_path):
     np.testing.assert_array_equal(ytr_l, co)
 
 
+@pytest.mark.parametrize("layout", [("cifar-10-batches-py", "data_batch_1"), ("", "data_batch_1"),
+                                    ("cifar-100-python", "train", "meta")])
+def test_cifar_python_version_is_refused_with_the_way_to_the_binary_one(layout, tmp_path):
+    """The pickled 'python version' is never unpickled: the error says what to get instead."""
+    sub, *names = layout
+    d = tmp_path / sub if sub else tmp_path
+    d.mkdir(exist_ok=True)
+    for n in names:
+        (d / n).write_bytes(b"\x80\x04 a pickle: must never be loaded")
+    with pytest.raises(DataError, match=r"CIFAR 'python version', stored as pickles.*binary version"):
+        datasets.load(tmp_path)
+
+
 def test_cifar_errors(tmp_path):
     _, _, raw = _cifar10_records(2)
     p = tmp_path / "data_batch_1.bin"

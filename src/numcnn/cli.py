@@ -238,12 +238,12 @@ def cmd_predict(args):
     names = model.classes if model.classes and len(model.classes) == probs.shape[1] \
         else [str(i) for i in range(probs.shape[1])]
     k = min(args.top, probs.shape[1])
-    width = max(len(os.path.basename(p)) for p in args.images)
-    _say(f"{'image':<{width}}  prediction  " + "  ".join(f"top{i + 1:<8}" for i in range(1, k)))
-    for p, pr in zip(args.images, probs):
-        order = np.argsort(-pr)[:k]
-        cells = [f"{names[j]} ({pr[j] * 100:.1f}%)" for j in order]
-        _say(f"{os.path.basename(p):<{width}}  {cells[0]:<10}  " + "  ".join(f"{c_:<12}" for c_ in cells[1:]))
+    rows = [[os.path.basename(p)] + [f"{names[j]} ({pr[j] * 100:.1f}%)" for j in np.argsort(-pr)[:k]]
+            for p, pr in zip(args.images, probs)]
+    header = ["image", "prediction"] + [f"top{i + 1}" for i in range(1, k)]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:                    # columns as wide as their widest cell
+        _say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 

@@ -295,6 +295,12 @@ def _load_path(p: Path, size, mode, coarse, test_fraction, seed, classes=None) -
             is10 = (d / "data_batch_1.bin").is_file()
             return Dataset(*train, *test, CIFAR10_CLASSES if is10 else None, p.name, str(p),
                            {"format": "cifar10" if is10 else "cifar100"})
+    for d in (p, p / "cifar-10-batches-py", p / "cifar-100-python"):
+        if (d / "data_batch_1").is_file() or (d / "train").is_file() and (d / "meta").is_file():
+            raise DataError(f"{d}: this is the CIFAR 'python version', stored as pickles, which "
+                            "numcnn never loads (unpickling can run code); use the binary version "
+                            "(cifar-10-binary.tar.gz: data_batch_1.bin ...), or "
+                            "numcnn.datasets.load('cifar10'), which downloads it")
     has_dirs = any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir())
     if has_dirs:
         train, test, classes = _load_image_dir(p, size, mode, test_fraction, seed, classes)

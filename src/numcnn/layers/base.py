@@ -172,7 +172,8 @@ class Layer:
         if x.dtype.kind != "f" or x.dtype.itemsize < 4:
             raise DTypeError(f"{self!r}: expected float32 or float64 input, got {x.dtype} "
                              f"(input shape {shape}); "
-                             "convert with x.astype(numpy.float32) (and scale uint8 images)")
+                             "for raw uint8 images use model.prepare_input(x) (scales and "
+                             "normalises them as predict does), else x.astype(numpy.float32)")
         params = self.parameters()
         if params and params[0].value.dtype != x.dtype:
             raise DTypeError(f"{self!r}: input of shape {shape} is {x.dtype} but the "
