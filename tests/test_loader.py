@@ -161,6 +161,24 @@ def test_compute_normalization_by_hand():
     np.testing.assert_array_equal(img, xf[0])
 
 
+@pytest.mark.parametrize("x", [np.full((5000, 1, 4, 4), 37, np.uint8),
+                               np.full((3000, 2, 3, 3), 0.3, np.float64)])
+def test_a_constant_channel_gets_std_exactly_1_despite_rounding(x):
+    """Chunked float64 sums leave ~1e-17 instead of 0 for a constant channel; dividing by that
+    turned a constant image into values of 2e8."""
+    mean, std = compute_normalization(x, chunk=777)
+    np.testing.assert_array_equal(std, 1.0)
+    assert np.abs(normalize(x[:2], mean, std, np.float64)).max() < 1e-7   # (float32 mean)
+    xb, _ = next(iter(DataLoader(x, np.zeros(len(x), int), 8, normalize=(mean, std), dtype=np.float64)))
+    assert np.abs(xb).max() < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int64, np.uint16])
+def test_compute_normalization_refuses_integer_images_other_than_uint8(dtype):
+    with pytest.raises(ConfigError, match="uint8 .* or float"):
+        compute_normalization(np.zeros((2, 1, 2, 2), dtype))
+
+
 def test_compute_normalization_chunked_matches_numpy():
     r = np.random.default_rng(0)
     x = r.integers(0, 256, size=(101, 3, 5, 4), dtype=np.uint8)

@@ -229,18 +229,50 @@ def _load_idx_dir(d: Path, files: dict):
         want = ", ".join(_IDX_NAMES[k][0] + "[.gz]" for k in missing)
         raise DataError(f"{d}: IDX directory lacks {want}")
     arrays = {k: _fmt.read_idx(p) for k, p in files.items()}
-    train = _pair(arrays["x_train"], arrays["y_train"], str(d))
-    test = _pair(arrays["x_test"], arrays["y_test"], str(d))
+    train = _pair(arrays["x_train"], arrays["y_train"], f"{d} (training files)")
+    test = _pair(arrays["x_test"], arrays["y_test"], f"{d} (test files)")
+    _same_image_shape(train, test, d)
     return train, test
 
 
+def _same_image_shape(train, test, where):
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise DataError(f"{where}: the training images are {train[0].shape[1:]} but the test "
+                        f"images are {test[0].shape[1:]}; they must match")
+
+
+#: Folder names that mean a split, not a class (compared in lower case).
+_TRAIN_DIRS = ("train", "training")
+_TEST_DIRS = ("test", "testing", "val", "valid", "validation")
+
+
+def _split_dirs(d: Path):
+    """``(train_dir, test_dir)`` when ``d`` holds one training and one test/validation folder,
+    None when it holds class folders only; a DataError for anything in between, so images are
+    never labelled by the name of their split."""
+    subs = [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    train = [c for c in subs if c.name.lower() in _TRAIN_DIRS]
+    test = [c for c in subs if c.name.lower() in _TEST_DIRS]
+    if not train and not test:
+        return None
+    names = ", ".join(sorted(c.name + "/" for c in subs))
+    if len(train) == 1 and len(test) == 1 and len(subs) == 2:
+        return train[0], test[0]
+    raise DataError(f"{d}: holds {names}; numcnn reads either class folders (split 80/20 "
+                    "itself) or exactly one training folder (train/) and one test folder "
+                    "(test/ or val/) of class folders - point at the training folder alone to "
+                    "split it, or arrange the folders that way")
+
+
 def _load_image_dir(d: Path, size, mode, test_fraction, seed, classes=None):
-    sub_train, sub_test = d / "train", d / "test"
-    if sub_train.is_dir() and sub_test.is_dir():
+    split = _split_dirs(d)
+    if split is not None:
+        sub_train, sub_test = split
         f_tr, y_tr, classes = _fmt._scan_image_folder(sub_train, classes)
         f_te, y_te, _ = _fmt._scan_image_folder(sub_test, classes)
         if not f_tr or not f_te:
-            raise DataError(f"{d}: train/ and test/ must both hold images in class folders")
+            raise DataError(f"{d}: {sub_train.name}/ and {sub_test.name}/ must both hold images "
+                            "in class folders")
         files = f_tr + f_te
         infos = [_fmt._open_image(f) for f in files]
         mode = _fmt._folder_mode(infos, mode)
@@ -264,9 +296,7 @@ def _load_npz(p: Path, test_fraction, seed):
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         train = _pair(arrays["x_train"], arrays["y_train"], f"{p} (x_train/y_train)")
         test = _pair(arrays["x_test"], arrays["y_test"], f"{p} (x_test/y_test)")
-        if train[0].shape[1:] != test[0].shape[1:]:
-            raise DataError(f"{p}: x_train images are {train[0].shape[1:]} but x_test images "
-                            f"are {test[0].shape[1:]}; they must match")
+        _same_image_shape(train, test, p)
         return train, test, classes
     if {"x", "y"} <= keys:
         x, y = _pair(arrays["x"], arrays["y"], f"{p} (x/y)")
@@ -299,8 +329,8 @@ def _load_path(p: Path, size, mode, coarse, test_fraction, seed, classes=None) -
         if (d / "data_batch_1").is_file() or (d / "train").is_file() and (d / "meta").is_file():
             raise DataError(f"{d}: this is the CIFAR 'python version', stored as pickles, which "
                             "numcnn never loads (unpickling can run code); use the binary version "
-                            "(cifar-10-binary.tar.gz: data_batch_1.bin ...), or "
-                            "numcnn.datasets.load('cifar10'), which downloads it")
+                            "(cifar-10-binary.tar.gz or cifar-100-binary.tar.gz), or "
+                            "numcnn.datasets.load('cifar10'), which downloads CIFAR-10's")
     has_dirs = any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir())
     if has_dirs:
         train, test, classes = _load_image_dir(p, size, mode, test_fraction, seed, classes)

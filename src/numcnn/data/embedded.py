@@ -104,6 +104,8 @@ def stratified_split(y, n_test=None, *, test_fraction: float = 0.2, seed: int = 
 
     Returns ``(train_idx, test_idx)``: int64 arrays that together hold each index once.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"stratified_split: seed must be an integer >= 0, got {seed!r}")
     y = np.asarray(y)
     if y.ndim != 1:
         raise ConfigError(f"stratified_split: y must be 1-D, got shape {y.shape}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import math
 import os
 import struct
@@ -210,7 +211,8 @@ def write_idx(path, array) -> Path:
 
     ``array`` must have 1..255 dimensions and dtype uint8, int8, int16, int32, float32 or
     float64 (written big-endian, as the format requires).  The gzip header carries no time
-    stamp, so the same array always gives the same bytes.  Returns the path.
+    stamp, so the same array always gives the same bytes.  Written atomically (its folder is
+    made if needed).  Returns the path.
     """
     path = Path(path)
     a = np.asarray(array)
@@ -226,15 +228,14 @@ def write_idx(path, array) -> Path:
         raise ConfigError(f"write_idx: dimension sizes must be < 2**32, got shape {a.shape}")
     header = bytes([0, 0, code, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape)
     payload = np.ascontiguousarray(a, dtype=IDX_DTYPES[code]).tobytes()
+    data = header + payload
     if path.name.endswith(".gz"):
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                    mtime=0) as gz:
-            gz.write(header)
-            gz.write(payload)
-    else:
-        with open(path, "wb") as f:
-            f.write(header)
-            f.write(payload)
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
+            gz.write(data)
+        data = buf.getvalue()
+    from ..io import atomic_write          # folder made as needed; never a half-written file
+    atomic_write(path, data)
     return path
 
 

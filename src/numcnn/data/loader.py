@@ -89,8 +89,8 @@ def compute_normalization(x, chunk: int = 4096):
     uint8 data is scaled to [0, 1] first (``x / 255``), float data is used as it is; the
     statistics are over all images and pixels of each channel, population std (ddof = 0),
     accumulated in float64 chunk by chunk (Chan et al.'s pairwise update), so even CIFAR-10
-    needs little extra memory.  A constant channel gets std = 1 (so it normalises to 0
-    rather than dividing by zero).
+    needs little extra memory.  A constant channel (std below 1e-7 of its mean's size) gets
+    std = 1, so it normalises to 0 rather than dividing by (almost) zero.
 
     Parameters
     ----------
@@ -103,9 +103,9 @@ def compute_normalization(x, chunk: int = 4096):
         raise ShapeError(f"compute_normalization: expected (N, C, H, W), got shape {x.shape}")
     if x.shape[0] == 0 or x.size == 0:
         raise DataError("compute_normalization: the dataset is empty")
-    if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)
-            or np.issubdtype(x.dtype, np.integer)):
-        raise ConfigError(f"compute_normalization: unsupported dtype {x.dtype}")
+    if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+        raise ConfigError(f"compute_normalization: images must be uint8 (0..255) or float, got "
+                          f"dtype {x.dtype}; convert them first")
     c = x.shape[1]
     count = 0
     mean = np.zeros(c)
@@ -124,7 +124,8 @@ def compute_normalization(x, chunk: int = 4096):
         m2 = m2 + m2b + delta ** 2 * (count * nb / tot)
         count = tot
     std = np.sqrt(m2 / count)
-    std[std == 0] = 1.0
+    # a constant channel: rounding leaves a std of ~1e-17, not 0, which would blow its values up
+    std[std <= 1e-7 * np.maximum(np.abs(mean), 1.0)] = 1.0
     return mean.astype(np.float32), std.astype(np.float32)
 
 
