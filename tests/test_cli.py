@@ -202,7 +202,7 @@ def test_convdemo_writes_a_gif(tmp_path, capsys):
     m = re.search(r"output volume (\d+)x(\d+)x(\d+) .*wrote (.+convdemo\.gif) \((\d+) frames\)", text)
     assert m, text
     # the deck's example: two kernels -> an output volume of depth 2 and 3x3 values each
-    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (2, 3, 3)
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (3, 3, 2)     # the deck's 3x3x2
     with Image.open(m.group(4)) as gif:
         assert gif.format == "GIF"
         assert gif.n_frames == int(m.group(5)) == 18     # one frame per output value
@@ -266,11 +266,15 @@ def _error_cases(d):
         "convdemo huge kernel": (["convdemo", "--image", d / "small.png", "--kernel", "1e308 1; 1 1",
                                   "--out", d / "x"], "convdemo", r"values are limited to \+/-1e\+06"),
         "convdemo empty kernel": (["convdemo", "--image", d / "small.png", "--kernel", " ", "--out", d / "x"],
-                                  "convdemo", "--kernel rows"),
+                                  "convdemo", "--kernel holds no numbers"),
         "plot with a missing history": (["plot", model, "--history", d / "nope.json", "--out", d / "x"],
                                         "plot", "--history '.*nope.json' is not a file"),
         "plot with a bad index": (["plot", model, "--data", "digits", "--index", 1000, "--out", d / "x"],
                                   "plot", r"--index must be in 0\.\.359"),
+        "ragged kernel": (["convdemo", "--image", d / "small.png", "--kernel", "1 2; 3", "--out", d / "x"],
+                          "convdemo", r"rows must all have the same length, got \[2, 1\]"),
+        "non-square preset summary": (["summary", "lenet5", "--input-shape", "1,28,32"], "summary",
+                                      "built for square images; give --input-shape 1,28,28"),
         "shift off the canvas": (["train", "--data", "digits", "--model", "digits-cnn", "--shift", 4,
                                   "--out", d / "x"], "train", "--shift 4 would move most of a 8x8 image"),
         "momentum with adam": (["train", "--data", "digits", "--model", "digits-cnn", "--momentum", 0.5,
@@ -284,7 +288,8 @@ CASES = ["missing model", "not a model", "folder as model", "not an image", "mis
          "momentum with adam", "image size 0", "image size for a named dataset",
          "summary of an unknown name", "summary without input shape", "convdemo kernel without image",
          "convdemo padding 100", "convdemo huge kernel", "convdemo empty kernel",
-         "plot with a missing history", "plot with a bad index", "shift off the canvas"]
+         "plot with a missing history", "plot with a bad index", "shift off the canvas",
+         "ragged kernel", "non-square preset summary"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -329,3 +329,179 @@ def test_fetch_cifar10_extracts_safely(server, tmp_path):
         assert (d / folder / name).read_bytes() == rec
     (xtr, ytr), (xte, yte) = datasets.load("cifar10", cache=cache, download=False)
     assert xtr.shape == (10, 3, 32, 32) and xte.shape == (2, 3, 32, 32)
+
+
+# --- mirror fallback on a checksum mismatch; the user's file is never lost; clear errors ---
+
+_MNIST_FILES = list(dl.DATASETS["mnist"]["files"])
+
+
+def _serve_mnist(server, prefix, seed=20):
+    """Random stand-in bytes for the four MNIST files under ``prefix``; returns their sums."""
+    sums = {}
+    for i, fname in enumerate(_MNIST_FILES):
+        data = _blob(3000 + i, seed=seed + i)
+        server.files[prefix + fname] = data
+        sums[fname] = _sha(data)
+    return sums
+
+
+def test_checksum_mismatch_falls_back_to_next_mirror(server, tmp_path):
+    good, bad = _blob(40_000, seed=10), _blob(40_000, seed=11)
+    server.files["/a/f.bin"] = bad                      # 200, wrong bytes
+    server.files["/b/f.bin"] = good
+    dest = tmp_path / "f.bin"
+    out = download([server.base + "/a/f.bin", server.base + "/b/f.bin"], dest, _sha(good),
+                   timeout=5, progress=False)
+    assert out == dest and dest.read_bytes() == good
+    assert server.requests == [("/a/f.bin", None), ("/b/f.bin", None)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]     # no .part left
+
+
+def test_every_mirror_mismatching_lists_each_and_keeps_nothing(server, tmp_path):
+    want = _blob(1000, seed=12)
+    server.files["/a/f.bin"] = _blob(1000, seed=13)
+    server.files["/b/f.bin"] = _blob(2000, seed=14)
+    mirrors = [server.base + "/a/f.bin", server.base + "/b/f.bin"]
+    with pytest.raises(DownloadError) as ei:
+        download(mirrors, tmp_path / "f.bin", _sha(want), timeout=5, progress=False)
+    msg = str(ei.value)
+    assert msg.count("checksum mismatch") == 2
+    for url, data in zip(mirrors, (server.files["/a/f.bin"], server.files["/b/f.bin"])):
+        assert f"{url}: checksum mismatch: sent {len(data)} bytes with SHA-256 {_sha(data)}" in msg
+    assert "another mirror" in msg
+    assert [p for p, _ in server.requests] == ["/a/f.bin", "/b/f.bin"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_dataset_mismatch_falls_back_to_next_mirror(server, tmp_path):
+    sums = _serve_mnist(server, "/good/")
+    for fname in _MNIST_FILES:                           # first mirror: wrong bytes, status 200
+        server.files["/stale/" + fname] = b"stale copy of " + fname.encode()
+    cache = tmp_path / "cache"
+    d = fetch_dataset("mnist", cache=cache, mirrors=[server.base + "/stale/",
+                                                     server.base + "/good/"],
+                      checksums=sums, progress=False, timeout=5)
+    assert d == cache / "mnist"
+    assert sorted(p.name for p in d.iterdir()) == sorted(_MNIST_FILES)
+    for fname in _MNIST_FILES:
+        assert (d / fname).read_bytes() == server.files["/good/" + fname]
+    assert [p for p, _ in server.requests] == [
+        pre + f for f in _MNIST_FILES for pre in ("/stale/", "/good/")]
+
+
+@pytest.mark.parametrize("failure", ["mismatch", "offline", "404"])
+def test_failed_download_keeps_the_existing_file(server, tmp_path, failure):
+    data = _blob(20_000, seed=15)
+    server.files["/f.bin"] = data
+    url = {"mismatch": server.base + "/f.bin",
+           "offline": f"http://127.0.0.1:{_closed_port()}/f.bin",
+           "404": server.base + "/nope.bin"}[failure]
+    sha = "2" * 64 if failure == "mismatch" else _sha(data)
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"the user's own older copy")
+    with pytest.raises(DownloadError, match="left unchanged") as ei:
+        download(url, dest, sha, timeout=5, progress=False)
+    assert str(dest) in str(ei.value)
+    assert dest.read_bytes() == b"the user's own older copy"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    # once a verified download exists, it (and only it) replaces the old copy
+    download(server.base + "/f.bin", dest, _sha(data), timeout=5, progress=False)
+    assert dest.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_destination_folder_is_refused_before_any_transfer(server, tmp_path):
+    from numcnn.data import download_file
+    data = _blob(5000, seed=16)
+    server.files["/f.bin"] = data
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is a folder") as ei:
+        download_file(server.base + "/f.bin", folder, _sha(data), timeout=5, progress=False)
+    assert str(folder) in str(ei.value)
+    assert server.requests == []                         # refused before downloading
+    assert not (tmp_path / "adir.part").exists()
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    assert (folder / "keep.txt").read_text() == "mine"
+
+
+def test_cache_under_a_regular_file_is_a_clear_error(server, tmp_path, monkeypatch):
+    sums = _serve_mnist(server, "/mn/")
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"not a folder")
+    with pytest.raises(ConfigError, match="not a folder") as ei:
+        fetch_dataset("mnist", cache=afile, mirrors=[server.base + "/mn/"], checksums=sums,
+                      progress=False, timeout=5)
+    assert str(afile) in str(ei.value) and "cache=" in str(ei.value)
+    monkeypatch.setenv("NUMCNN_HOME", str(afile))
+    with pytest.raises(ConfigError, match="NUMCNN_HOME") as ei:
+        fetch_dataset("mnist", mirrors=[server.base + "/mn/"], checksums=sums,
+                      progress=False, timeout=5)
+    assert str(afile) in str(ei.value)
+    # the dataset folder itself being a file
+    monkeypatch.delenv("NUMCNN_HOME")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mnist").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        fetch_dataset("mnist", cache=cache, mirrors=[server.base + "/mn/"], checksums=sums,
+                      progress=False, timeout=5)
+    # a destination under a regular file, through download()
+    with pytest.raises(ConfigError, match="not a folder") as ei:
+        download(server.base + "/mn/" + _MNIST_FILES[0], afile / "sub" / "f.gz",
+                 sums[_MNIST_FILES[0]], timeout=5, progress=False)
+    assert str(afile) in str(ei.value)
+    assert server.requests == []
+    assert afile.read_bytes() == b"not a folder"
+    assert (cache / "mnist").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("bad", ["5", 0, -1.5, float("nan"), float("inf"), True, None, [5]])
+def test_bad_timeout_is_a_config_error(server, tmp_path, bad):
+    data = b"abc"
+    server.files["/f.bin"] = data
+    with pytest.raises(ConfigError, match="timeout must be a positive, finite number"):
+        download(server.base + "/f.bin", tmp_path / "f.bin", _sha(data), timeout=bad,
+                 progress=False)
+    sums = _serve_mnist(server, "/mn/")
+    with pytest.raises(ConfigError, match="timeout must be a positive, finite number"):
+        fetch_dataset("mnist", cache=tmp_path / "c", mirrors=[server.base + "/mn/"],
+                      checksums=sums, progress=False, timeout=bad)
+    assert server.requests == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timeout_accepts_numbers(server, tmp_path):
+    data = b"abc"
+    server.files["/f.bin"] = data
+    download(server.base + "/f.bin", tmp_path / "f.bin", _sha(data), timeout=np.float32(5),
+             progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_fetch_dataset_single_mirror_string(server, tmp_path):
+    sums = _serve_mnist(server, "/mn/")
+    d = fetch_dataset("mnist", cache=tmp_path, mirrors=server.base + "/mn/", checksums=sums,
+                      progress=False, timeout=5)
+    assert sorted(p.name for p in d.iterdir()) == sorted(_MNIST_FILES)
+    for fname in _MNIST_FILES:
+        assert (d / fname).read_bytes() == server.files["/mn/" + fname]
+    assert server.requests == [("/mn/" + f, None) for f in _MNIST_FILES]
+
+
+@pytest.mark.parametrize("bad", [[], "", [""], [None], 5])
+def test_fetch_dataset_bad_mirrors_is_a_config_error(tmp_path, bad):
+    with pytest.raises(ConfigError, match="mirrors must be a base URL"):
+        fetch_dataset("mnist", cache=tmp_path, mirrors=bad, progress=False, timeout=5)
+
+
+def test_download_bad_url_or_dest_argument(tmp_path):
+    with pytest.raises(ConfigError, match="at least one URL"):
+        download(None, tmp_path / "x", "0" * 64)
+    with pytest.raises(ConfigError, match="dest_path"):
+        download("http://127.0.0.1:1/x", None, "0" * 64)
+    with pytest.raises(ConfigError, match="size"):
+        download("http://127.0.0.1:1/x", tmp_path / "x", "0" * 64, size="5")
+    assert list(tmp_path.iterdir()) == []

@@ -288,6 +288,36 @@ def test_sobel_of_a_ramp_and_rgb_channels_filtered_separately():
             np.testing.assert_allclose(both[name][c], alone[name])
 
 
+def test_apply_kernels_reads_a_pil_style_rgb_array_even_when_it_is_4_rows_high():
+    """(4, 6, 3) is a 4x6 RGB picture as numpy.asarray(PIL image) gives it, not 4 channels of
+    6x3: each channel is blurred on its own, and the result keeps the input's layout."""
+    r = np.random.default_rng(0)
+    rgb = r.integers(0, 256, (4, 6, 3)).astype(np.float64)
+    box = np.ones((3, 3)) / 9
+    out = convdemo.apply_kernels(rgb, {"box": box}, border="edge")["box"]
+    assert out.shape == (4, 6, 3)
+    padded = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    want = sum(padded[i:i + 4, j:j + 6] for i in range(3) for j in range(3)) / 9
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+
+
+def test_a_negative_bias_is_printed_as_a_subtraction():
+    x, w, b, stride, padding = convdemo.user_demo_inputs(np.ones((3, 3)), np.ones((2, 2)), bias=-1.5)
+    steps, out = convdemo.conv_steps(x, w, b, stride, padding)
+    line = convdemo.format_step(steps[0]).splitlines()[0]
+    assert line.endswith("= (4) - 1.5 = 2.5") and out[0, 0, 0, 0] == 2.5
+
+
+def test_plot_history_of_one_epoch_has_one_whole_epoch_tick(tmp_path, monkeypatch):
+    seen = []
+    import matplotlib.axes
+    real = matplotlib.axes.Axes.set_xticks
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks",
+                        lambda self, ticks, *a, **k: (seen.append(list(ticks)), real(self, ticks, *a, **k))[1])
+    viz.plots.plot_history({"epoch": [1], "train_loss": [2.0], "train_acc": [0.3]}, tmp_path / "h.png")
+    assert seen and all(t == [1.0] for t in seen)
+
+
 def test_apply_kernels_refuses_even_kernels():
     with pytest.raises(ShapeError, match="odd"):
         viz.apply_kernels(np.zeros((5, 5)), {"even": np.ones((2, 2))})

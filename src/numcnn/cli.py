@@ -265,6 +265,10 @@ def cmd_summary(args):
     if args.model in models.PRESETS:
         kw = {}
         if shape:
+            if shape[1] != shape[2]:
+                raise ConfigError(f"preset {args.model!r} is built for square images; give "
+                                  f"--input-shape {shape[0]},{shape[1]},{shape[1]} (or a .json "
+                                  "architecture for other shapes)")
             kw = dict(in_channels=shape[0], image_size=shape[1])
         model = models.build(args.model, **kw) if kw else models.PRESETS[args.model]()
     elif args.model.lower().endswith((".json", ".toml")):
@@ -331,12 +335,14 @@ def cmd_plot(args):
 def _parse_kernel(text):
     try:
         rows = [[float(v) for v in r.replace(",", " ").split()] for r in text.split(";")]
-        k = np.array(rows, dtype=np.float64)
     except ValueError:
         raise ConfigError(f"--kernel must be rows of numbers separated by ';', e.g. '0 -1 0; -1 4 -1; 0 -1 0', got {text!r}") from None
-    if k.ndim != 2 or k.size == 0 or not text.strip():
-        raise ConfigError(f"--kernel rows must all have the same length, got {text!r}")
-    return k
+    if not any(rows):
+        raise ConfigError(f"--kernel holds no numbers; give rows separated by ';', e.g. '0 -1 0; -1 4 -1; 0 -1 0'")
+    if len({len(r) for r in rows}) != 1:
+        raise ConfigError(f"--kernel rows must all have the same length, got {[len(r) for r in rows]} "
+                          f"numbers in {text!r}")
+    return np.array(rows, dtype=np.float64)
 
 
 def _gallery_size(path, longest=512):
@@ -383,7 +389,8 @@ def cmd_convdemo(args):
             _say("")
     gif = os.path.join(args.out, "convdemo.gif")
     path, frames = convdemo.render_gif(x, weight, bias, stride, padding, gif)
-    _say(f"output volume {out.shape[1]}x{out.shape[2]}x{out.shape[3]} (depth = number of kernels); "
+    _say(f"output volume {out.shape[2]}x{out.shape[3]}x{out.shape[1]} (height x width x depth, as "
+         f"in the deck; depth = number of kernels); "
          f"wrote {path} ({frames} frames)")
     return 0
 

@@ -8,9 +8,12 @@ Guarantees of :func:`download`:
 * An interrupted transfer leaves the ``.part`` behind; the next call resumes it with an HTTP
   ``Range`` request.  A server that answers ``206 Partial Content`` is appended to; one that
   answers ``200`` sends the whole file again, which then overwrites the ``.part``.
-* On a checksum mismatch the ``.part`` is deleted and :class:`DownloadError` raised: nothing
-  is kept.  (If the bad file came from resuming a stale ``.part``, one fresh download from
-  byte 0 is tried first.)
+* On a checksum mismatch the ``.part`` is deleted and the next mirror is tried (if the bad
+  file came from resuming a stale ``.part``, one fresh download from byte 0 from the same
+  mirror is tried first).  Only when every mirror failed is one :class:`DownloadError`
+  raised, saying what each mirror did.
+* An existing ``dest`` is never deleted: it stays as it is until a verified ``.part``
+  replaces it, so a failed download (offline, wrong checksum) loses nothing.
 * Mirrors are tried in order; every request has a timeout; every loop is bounded.
 
 The cache directory is :func:`cache_dir`: ``$NUMCNN_HOME`` if set, else ``~/.cache/numcnn``.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
+import numbers
 import os
 import shutil
 import sys
@@ -140,6 +145,34 @@ def _fsync_dir(d: Path):
         os.close(fd)
 
 
+def _check_timeout(timeout, who):
+    """A finite number of seconds > 0 (bools refused), as a float; ConfigError otherwise."""
+    ok = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
+    if ok:
+        timeout = float(timeout)
+        ok = math.isfinite(timeout) and timeout > 0
+    if not ok:
+        raise ConfigError(f"{who}: timeout must be a positive, finite number of seconds (e.g. "
+                          f"timeout=30), got {timeout!r}")
+    return timeout
+
+
+def _ensure_dir(path: Path, hint: str):
+    """Create folder ``path`` (and its parents); a clear error when a regular file (or other
+    non-folder) sits at ``path`` or at one of its parents, or the folder cannot be made."""
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise ConfigError(f"cannot use {path} as a folder: {p} exists and is not a "
+                                  f"folder; {hint}")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the folder {path} ({type(exc).__name__}: "
+                            f"{exc.strerror or exc}); {hint}") from exc
+
+
 def _parse_content_range(value):
     """'bytes 100-199/1000' -> (100, 1000 or None); None when unparsable."""
     try:
@@ -234,9 +267,11 @@ def download(url_or_mirrors, dest_path, sha256: str, *, timeout: float = 30,
     url_or_mirrors : str or sequence of str
         One URL or several mirror URLs of the *same* file, tried in order until one works.
     dest_path : path
-        Final location.  The transfer goes to ``dest_path + '.part'``; ``dest_path`` appears
-        only once complete and verified.  If ``dest_path`` already exists with the right
-        checksum nothing is downloaded; one with another checksum is deleted first.
+        Final location (a file path, not a folder).  The transfer goes to
+        ``dest_path + '.part'``; ``dest_path`` appears only once complete and verified.  If
+        ``dest_path`` already exists with the right checksum nothing is downloaded; one with
+        another checksum is left untouched until the verified download replaces it (so it
+        is still there if the download fails).
     sha256 : str
         Expected hex SHA-256 of the whole file (case-insensitive).
     timeout : float
@@ -246,62 +281,96 @@ def download(url_or_mirrors, dest_path, sha256: str, *, timeout: float = 30,
     size : int or None
         Expected size in bytes, if known: bounds the transfer and skips a complete ``.part``.
 
-    Returns the destination path.  Raises :class:`DownloadError` when every mirror failed
-    (the ``.part`` is kept for resuming) or the checksum did not match (nothing kept).
+    Returns the destination path.  Raises :class:`DownloadError` when every mirror failed -
+    could not be reached, or sent a file whose checksum did not match (that file is deleted
+    and the next mirror tried); a ``.part`` left by an interrupted transfer is kept for
+    resuming.  Raises :class:`ConfigError` for bad arguments (no URL, a malformed sha256, a
+    timeout that is not a positive number, a destination that is a folder), before any
+    transfer.
     """
-    mirrors = [url_or_mirrors] if isinstance(url_or_mirrors, str) else list(url_or_mirrors)
+    if isinstance(url_or_mirrors, str):
+        mirrors = [url_or_mirrors]
+    else:
+        try:
+            mirrors = list(url_or_mirrors)
+        except TypeError:
+            mirrors = []
     if not mirrors or not all(isinstance(u, str) and u for u in mirrors):
         raise ConfigError(f"download: need at least one URL, got {url_or_mirrors!r}")
     want = str(sha256).strip().lower()
     if len(want) != 64 or any(ch not in "0123456789abcdef" for ch in want):
         raise ConfigError(f"download: sha256 must be 64 hex digits, got {sha256!r}")
-    if timeout is None or timeout <= 0:
-        raise ConfigError(f"download: timeout must be a positive number of seconds, got "
-                          f"{timeout!r}")
+    timeout = _check_timeout(timeout, "download")
+    if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool)
+                             or size < 0):
+        raise ConfigError(f"download: size must be None or a number of bytes >= 0, got "
+                          f"{size!r}")
+    if not isinstance(dest_path, (str, os.PathLike)) or not str(dest_path):
+        raise ConfigError(f"download: dest_path must be the path of the file to create, got "
+                          f"{dest_path!r}")
     dest = Path(dest_path)
-    if dest.is_file():
-        if sha256_file(dest) == want:
-            return dest
-        dest.unlink()            # a damaged or outdated copy: never leave it to be trusted
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if dest.is_dir():
+        raise ConfigError(f"download: the destination {dest} is a folder; pass the path of the "
+                          f"file to create (e.g. {dest / 'FILE'}) or move that folder away")
+    if (dest.exists() or dest.is_symlink()) and not dest.is_file():
+        raise ConfigError(f"download: the destination {dest} exists and is not a regular file "
+                          f"(or is a broken link); pass another path or remove it")
+    if dest.is_file() and sha256_file(dest) == want:
+        return dest
+    had_dest = dest.is_file()    # a damaged or outdated copy: kept until the new one is verified
+    if part.is_dir() or ((part.exists() or part.is_symlink()) and not part.is_file()):
+        raise ConfigError(f"download: {part} (where the transfer is written) exists and is not "
+                          f"a regular file; remove it and try again")
+    _ensure_dir(dest.parent, "pass a destination in a folder you can write to")
 
     failures = []
-    for round_ in range(2):          # round 2 only after a resumed file failed its checksum
-        done_url, resumed = None, False
-        for url in mirrors:
+    mismatches = 0
+    for url in mirrors:
+        for attempt in range(2):   # attempt 2 only after a resumed file failed its checksum
             try:
                 resumed = _fetch_one(url, part, timeout, progress, size, allow_resume=True)
-                done_url = url
-                break
             except (OSError, http.client.HTTPException, _Incomplete, ValueError) as exc:
                 if isinstance(exc, urllib.error.HTTPError):
                     exc.close()
                 failures.append(f"{url}: {type(exc).__name__}: {exc}")
-        if done_url is None:
-            kept = (f"; {part.stat().st_size} bytes kept in {part} - run again to resume"
-                    if part.exists() and part.stat().st_size else "")
-            if part.exists() and not part.stat().st_size:
-                part.unlink()
-            raise DownloadError(
-                f"could not download {dest.name}: every mirror failed:\n  "
-                + "\n  ".join(failures) + f"{kept}\nCheck your network connection (or proxy), "
-                f"or download the file by hand to {dest}")
-        got = sha256_file(part)
-        if got == want:
-            os.replace(part, dest)
-            _fsync_dir(dest.parent)
-            return dest
-        part.unlink()
-        if resumed and round_ == 0:
-            failures.append(f"{done_url}: resumed file had SHA-256 {got}; restarting from "
-                            f"byte 0")
-            continue
-        raise DownloadError(
-            f"checksum mismatch for {dest.name} from {done_url}: expected SHA-256 {want}, got "
-            f"{got}; the partial file was deleted and nothing was kept.  The mirror may serve "
-            f"a different or damaged file - try again later or another mirror")
-    raise AssertionError("unreachable")  # pragma: no cover
+                break                                    # next mirror (resumes the .part)
+            got = sha256_file(part)
+            if got == want:
+                try:
+                    os.replace(part, dest)
+                except OSError as exc:
+                    raise DownloadError(
+                        f"downloaded and verified {dest.name}, but could not move {part} to "
+                        f"{dest} ({type(exc).__name__}: {exc.strerror or exc}); the verified "
+                        f"file is kept as {part} - rename it by hand") from exc
+                _fsync_dir(dest.parent)
+                return dest
+            nbytes = part.stat().st_size
+            part.unlink()
+            if resumed and attempt == 0:
+                failures.append(f"{url}: resumed file had SHA-256 {got}; deleted it and "
+                                f"restarted from byte 0")
+                continue
+            mismatches += 1
+            failures.append(f"{url}: checksum mismatch: sent {nbytes} bytes with SHA-256 "
+                            f"{got}, expected {want}; deleted")
+            break
+    kept = ""
+    if part.exists():
+        if part.stat().st_size:
+            kept = f"\n{part.stat().st_size} bytes kept in {part} - run again to resume."
+        else:
+            part.unlink()
+    old = (f"\nThe existing {dest} (whose checksum does not match) was left unchanged."
+           if had_dest else "")
+    advice = ("\nA mirror that sends a different or damaged file may be out of date - try "
+              "again later or another mirror.") if mismatches else ""
+    raise DownloadError(
+        f"could not download {dest.name}: every mirror failed:\n  "
+        + "\n  ".join(failures) + kept + old + advice
+        + f"\nCheck your network connection (or proxy), or download the file by hand to "
+          f"{dest}")
 
 
 def dataset_dir(name: str, cache=None) -> Path:
@@ -400,8 +469,9 @@ def fetch_dataset(name: str, cache=None, mirrors=None, *, checksums=None, timeou
     ----------
     cache : path or None
         The cache root (default :func:`cache_dir`); the files go to ``cache / name``.
-    mirrors : list of base URLs or None
-        Override the known mirrors (each file's name is appended to each base URL).
+    mirrors : str, list of base URLs or None
+        Override the known mirrors (each file's name is appended to each base URL); a single
+        string is one mirror.
     checksums : dict or None
         ``{file name: sha256}`` overriding the known checksums (for local test servers or
         re-published copies).  Sizes are then not enforced.
@@ -415,15 +485,34 @@ def fetch_dataset(name: str, cache=None, mirrors=None, *, checksums=None, timeou
     d = dataset_dir(name, cache)
     if is_fetched(name, cache):
         return d
-    d.mkdir(parents=True, exist_ok=True)
-    bases = list(mirrors) if mirrors is not None else list(spec["mirrors"])
-    if not bases:
-        raise ConfigError(f"fetch_dataset: mirrors must list at least one base URL for {name}")
+    timeout = _check_timeout(timeout, "fetch_dataset")
+    if mirrors is None:
+        bases = list(spec["mirrors"])
+    elif isinstance(mirrors, str):
+        bases = [mirrors]
+    else:
+        try:
+            bases = list(mirrors)
+        except TypeError:
+            bases = None
+    if not bases or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"fetch_dataset: mirrors must be a base URL or a list of base URLs "
+                          f"(e.g. 'https://host/mnist/'), got {mirrors!r}")
+    if checksums is not None and not isinstance(checksums, dict):
+        raise ConfigError(f"fetch_dataset: checksums must be a dict {{file name: sha256}}, got "
+                          f"{type(checksums).__name__}")
     checksums = dict(checksums or {})
     unknown = set(checksums) - set(spec["files"])
     if unknown:
         raise ConfigError(f"fetch_dataset: checksums given for unknown file(s) "
                           f"{sorted(unknown)} of {name}; its files are {sorted(spec['files'])}")
+    if cache is not None:
+        hint = "pass another cache= folder"
+    elif os.environ.get("NUMCNN_HOME"):
+        hint = "set NUMCNN_HOME to a folder (or unset it to use ~/.cache/numcnn)"
+    else:
+        hint = "set NUMCNN_HOME to a folder you can write to, or pass cache="
+    _ensure_dir(d, hint)
     ex = spec["extract"]
     for fname, (sha, size) in spec["files"].items():
         if ex is None and (d / fname).is_file():

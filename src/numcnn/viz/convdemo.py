@@ -176,7 +176,7 @@ def format_step(step: ConvStep) -> str:
     o, kh = step.o, step.kernel.shape[1]
     kw = step.kernel.shape[2]
     sums = " + ".join(f"({_fmt(s)})" for s in step.channel_sums)
-    lines = [f"o[{o}][{step.y},{step.x}] = sum(window * w{o}) + b{o} = {sums} + {_fmt(step.bias)}"
+    lines = [f"o[{o}][{step.y},{step.x}] = sum(window * w{o}) + b{o} = {sums}{_plus(step.bias)}"
              f" = {_fmt(step.value)}",
              f"  output channel {o}, row {step.y}, column {step.x}: the window is rows "
              f"{step.origin[0]}..{step.origin[0] + kh - 1}, columns "
@@ -445,7 +445,7 @@ class _Painter:
     def _formula(self, st):
         sums = " + ".join(f"({_fmt(s)})" for s in st.channel_sums)
         return (f"o[:,:,{st.o}] at row {st.y}, col {st.x}  =  sum(window * W{st.o}) + b{st.o}",
-                f"= {sums} + {_fmt(st.bias)}  =  {_fmt(st.value)}")
+                f"= {sums}{_plus(st.bias)}  =  {_fmt(st.value)}")
 
     def _input_cell_style(self, c, i, j, in_window):
         hp, wp = self.xpad.shape[1:]
@@ -999,13 +999,23 @@ def _check_conv_args(x, weight, bias, stride, padding):
     return x, weight, bias, stride, padding
 
 
+def _plus(bias):
+    """`` + 1`` or `` - 1`` (not ``+ -1``): the bias term of a printed sum."""
+    return f" - {_fmt(-bias)}" if bias < 0 else f" + {_fmt(bias)}"
+
+
 def _as_image(image, where):
-    """``(H, W)``, ``(C, H, W)`` or ``(H, W, 3|4)`` -> float ``(C, H, W)`` and how to undo it."""
+    """``(H, W)``, ``(C, H, W)`` or ``(H, W, 3|4)`` -> float ``(C, H, W)`` and how to undo it.
+
+    A last axis of 3 or 4 is read as colour channels (``numpy.asarray(PIL_image)``), even when
+    the first axis could be channels too (a picture 1, 3 or 4 rows high); a ``(C, H, W)``
+    array is recognised when its last axis (the width) is not 3 or 4.
+    """
     img = _as_float(image, f"{where}: image")
     if img.ndim == 2:
         return img[None], "hw"
     if img.ndim == 3:
-        if img.shape[0] not in (1, 3, 4) and img.shape[2] in (3, 4):
+        if img.shape[2] in (3, 4):
             return np.ascontiguousarray(img.transpose(2, 0, 1)), "hwc"
         return img, "chw"
     raise ShapeError(f"{where}: expected a grey (H, W) or a (C, H, W) image, got shape {img.shape}")

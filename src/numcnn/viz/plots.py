@@ -84,6 +84,8 @@ def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
             drawn = True
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # no epoch 1.25
+        if len(set(epochs)) == 1:                                   # one epoch: one tick
+            ax.set_xticks(sorted(set(epochs)))
         ax.set_ylabel(label)
         ax.set_title(label.capitalize())
         ax.grid(alpha=0.3)
