@@ -83,3 +83,24 @@ def test_training_steps_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
     # A few pages still fault per step (Python objects, BLAS buffers): ~20 against ~2,000.
     assert system > 500, f"untuned malloc faulted only {system} pages per step"
     assert kept < system / 20, f"{kept} page faults per step kept against {system} untuned"
+
+
+def test_the_cupy_tests_pass_against_a_stand_in_cupy_on_this_cpu():
+    """tests/test_cupy.py needs CuPy and a GPU; here it runs against tests/helpers/fakecupy, a
+    stand-in that computes with NumPy but refuses, as CuPy does, any silent mix of host and
+    device arrays.  That proves the array-module seam (every array on the model's module, no
+    numpy.asarray of a device array), not GPU numerics."""
+    import os
+    import subprocess
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(here / "helpers" / "fakecupy")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p",
+                        "no:cacheprovider", str(here / "test_cupy.py")], capture_output=True,
+                       text=True, env=env, cwd=here.parent, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    import re
+    summary = p.stdout.strip().splitlines()[-1]
+    assert re.match(r"^\d+ passed in ", summary), summary       # none skipped, none failed
+    assert int(summary.split()[0]) >= 9

@@ -93,3 +93,70 @@ def test_padded_3x3_stack_on_cupy_matches_numpy():
     gpu.backward(lg.backward())
     for pc, pg in zip(cpu.parameters(), gpu.parameters()):
         np.testing.assert_allclose(cupy.asnumpy(pg.grad), pc.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_a_gpu_model_comes_back_to_the_cpu_as_numpy():
+    cpu = numcnn.models.digits_cnn(rng=3)
+    back = numcnn.models.digits_cnn(rng=3).to("gpu").to("cpu")
+    for p, q in zip(cpu.parameters(), back.parameters()):
+        assert type(q.value) is np.ndarray
+        np.testing.assert_array_equal(p.value, q.value)
+
+
+def test_use_cupy_reaches_loaded_models_and_bare_layers(tmp_path):
+    numcnn.models.digits_cnn().save(tmp_path / "m.safetensors")
+    numcnn.use("cupy")
+    try:
+        loaded = numcnn.load(tmp_path / "m.safetensors")
+        dense = numcnn.layers.Dense(3, 2)
+        bn = numcnn.layers.BatchNorm2D(4)
+    finally:
+        numcnn.use("numpy")
+    assert all(isinstance(p.value, cupy.ndarray) for p in loaded.parameters())
+    assert isinstance(dense.weight.value, cupy.ndarray)
+    assert all(isinstance(b, cupy.ndarray) for b in bn.buffers().values())
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(loaded.predict(x), numcnn.load(tmp_path / "m.safetensors").predict(x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_mixing_devices_is_a_device_error_naming_the_fix():
+    cpu, gpu = numcnn.models.digits_cnn(), numcnn.models.digits_cnn().to("gpu")
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(numcnn.errors.DeviceError, match=r"input is on the cpu .* on the gpu"):
+        gpu.forward(x)
+    with pytest.raises(numcnn.errors.DeviceError, match=r"input is on the gpu .* on the cpu"):
+        cpu.forward(cupy.asarray(x))
+    # evaluate and fit take data from either device (batches go to the model's device)
+    y = np.array([0, 1])
+    assert gpu.evaluate(cupy.asarray(x), cupy.asarray(y))["samples"] == 2
+
+
+def test_batch_norm_dropout_avg_pool_and_strided_convs_on_cupy_match_numpy():
+    from numcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,
+                               Flatten, MaxPool2D, ReLU)
+
+    def make():
+        return numcnn.Sequential([
+            Conv2D(3, 8, 3, stride=2, padding=1, bias=False, rng=1), BatchNorm2D(8), ReLU(),
+            Conv2D(8, 8, 3, dilation=2, padding=2, rng=2), ReLU(), AvgPool2D(2),
+            MaxPool2D(3, stride=1, padding=1), Flatten(), Dense(8 * 4 * 4, 16, rng=3),
+            BatchNorm1D(16), ReLU(), Dropout(0.3, rng=4), Dense(16, 5, rng=5)],
+            input_shape=(3, 16, 16))
+    cpu, gpu = make(), make().to("gpu")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 5, 6)
+    for m, xx, yy in ((cpu, x, y), (gpu, cupy.asarray(x), cupy.asarray(y))):
+        opt = numcnn.optim.AdamW(m.parameters(), lr=1e-2)
+        loss = numcnn.losses.CrossEntropy()
+        for _ in range(2):                       # the same dropout masks: drawn on the host
+            loss.forward(m.forward(xx), yy)
+            m.backward(loss.backward())
+            opt.step()
+            opt.zero_grad()
+    for pc, pg in zip(cpu.parameters(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.value), pc.value, rtol=1e-3, atol=1e-5)
+    for (k, bc), bg in zip(cpu.buffers().items(), gpu.buffers().values()):
+        np.testing.assert_allclose(cupy.asnumpy(bg), bc, rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-6)

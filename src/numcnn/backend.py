@@ -60,6 +60,19 @@ def get_array_module(*arrays):
     return numpy
 
 
+def to_module(a, xp):
+    """``a`` on array module ``xp``: no copy when it is there already; CuPy -> NumPy is an
+    explicit copy off the device (CuPy refuses ``numpy.asarray`` on device arrays)."""
+    if get_array_module(a) is xp:
+        return a
+    return to_numpy(a) if xp is numpy else xp.asarray(a)
+
+
+def device_name(xp):
+    """``"cpu"`` for NumPy, ``"gpu"`` for CuPy: the words ``Sequential.to`` takes."""
+    return "cpu" if xp is numpy else "gpu"
+
+
 def to_numpy(a):
     """``a`` as a NumPy array: copied from the GPU for CuPy, returned as is if already NumPy."""
     if type(a).__module__.startswith("cupy"):

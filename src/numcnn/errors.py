@@ -23,6 +23,10 @@ class NonFiniteError(NumcnnError):
     """An input or a loss contained NaN or infinity."""
 
 
+class DeviceError(NumcnnError):
+    """Arrays on different devices (NumPy on the CPU, CuPy on the GPU) were mixed."""
+
+
 class ConfigError(NumcnnError):
     """A constructor argument, architecture description or command option was invalid."""
 
@@ -44,6 +48,7 @@ class StateError(NumcnnError):
 
 
 __all__ = [
-    "NumcnnError", "ShapeError", "DTypeError", "NonFiniteError", "ConfigError", "DataError",
+    "NumcnnError", "ShapeError", "DTypeError", "NonFiniteError", "DeviceError", "ConfigError",
+    "DataError",
     "DownloadError", "ModelFileError", "StateError",
 ]

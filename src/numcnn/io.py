@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import current, to_numpy
 from .errors import ConfigError, ModelFileError
 
 FORMAT = "numcnn/1"
@@ -168,8 +168,10 @@ def model_metadata(model) -> dict:
         mean, std = model.normalization
         norm = {"mean": [float(v) for v in np.ravel(to_numpy(mean))],
                 "std": [float(v) for v in np.ravel(to_numpy(std))]}
+    rng = {str(i): l._rng_state() for i, l in enumerate(model.layers) if l._rng_state() is not None}
     return {"format": FORMAT, "architecture": json.dumps(model.config()),
-            "normalization": json.dumps(norm), "classes": json.dumps(model.classes)}
+            "normalization": json.dumps(norm), "classes": json.dumps(model.classes),
+            "rng": json.dumps(rng)}
 
 
 def save_model(model, path, extra_tensors=None, extra_metadata=None):
@@ -368,7 +370,25 @@ def model_from_parts(tensors, meta, where):
     model.check_classes(classes, f"{where}: the file stores", error=ModelFileError,
                         advice="it was edited or damaged; use another model file")
     model.classes = classes
+    _restore_rng_states(model, _json_meta(meta, "rng", where, default={}), where)
+    if current() is not np:           # numcnn.use("cupy"): loaded models live on the GPU too
+        model.to("gpu")
     return model
+
+
+def _restore_rng_states(model, states, where):
+    """Dropout generators continue where the saved model's left off (bit-identical training)."""
+    if not isinstance(states, dict):
+        raise ModelFileError(f"{where}: bad 'rng' metadata; it must map layer indices to states")
+    for i, state in states.items():
+        layer = model.layers[int(i)] if str(i).isdigit() and int(i) < len(model.layers) else None
+        if layer is None or layer._rng_state() is None:
+            raise ModelFileError(f"{where}: 'rng' metadata names layer {i!r}, which has no "
+                                 "random generator")
+        try:
+            layer._set_rng_state(state)
+        except (TypeError, ValueError, KeyError, OverflowError):
+            raise ModelFileError(f"{where}: bad random-generator state for layer {i}") from None
 
 
 def load_model(path):

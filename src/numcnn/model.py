@@ -6,7 +6,40 @@ import numpy as np
 from .backend import get_array_module, keep_freed_memory, to_numpy
 from .errors import ConfigError, DTypeError, NumcnnError, ShapeError
 from .functional import softmax
-from .layers.base import Layer, check_finite, layer_from_config, layer_to_config
+from .layers.base import Layer, check_dtype, check_finite, layer_from_config, layer_to_config
+
+
+def _check_input_shape(input_shape):
+    """``input_shape`` as a tuple of positive ints (one sample's shape), or None."""
+    if input_shape is None:
+        return None
+    try:
+        shape = tuple(input_shape)
+        ok = all(not isinstance(d, bool) and isinstance(d, (int, np.integer)) and d >= 1 for d in shape)
+    except TypeError:
+        ok = False
+    if not ok or not shape:
+        raise ConfigError(f"Sequential: input_shape must be one sample's shape as positive ints, "
+                          f"e.g. (1, 28, 28), got {input_shape!r}")
+    return tuple(int(d) for d in shape)
+
+
+def _check_normalization(value, input_shape):
+    """``(mean, std)``: finite, std > 0, one value or one per channel."""
+    try:
+        mean, std = value
+        mean = np.asarray(to_numpy(mean), dtype=np.float32).ravel()
+        std = np.asarray(to_numpy(std), dtype=np.float32).ravel()
+    except (TypeError, ValueError):
+        raise ConfigError(f"normalization must be a (mean, std) pair of per-channel numbers, got "
+                          f"{value!r}") from None
+    channels = input_shape[0] if input_shape else None
+    if mean.shape != std.shape or mean.size not in ({1, channels} - {None}) \
+            or not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise ConfigError(f"normalization must be (mean, std) with one value or one per channel"
+                          f"{f' ({channels})' if channels else ''}, finite, std > 0; got "
+                          f"mean {mean.tolist()}, std {std.tolist()}")
+    return mean, std
 
 
 class Sequential:
@@ -32,16 +65,27 @@ class Sequential:
     internal_layout = "CNHW"
 
     def __init__(self, layers, input_shape=None, normalization=None, classes=None, device=None):
+        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+            raise ConfigError(f"Sequential: pass a list of layers, e.g. Sequential([Conv2D(...), "
+                              f"ReLU()]), got {type(layers).__name__}")
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"Sequential: item {i} is {type(layer).__name__}, not a numcnn layer")
+            if any(layer is other for other in layers[:i]):
+                raise ConfigError(f"Sequential: item {i} ({layer!r}) is the same layer object as an "
+                                  "earlier item; each position needs its own layer (build a new "
+                                  "one; weights are not shared)")
         if not layers:
             raise ConfigError("Sequential: needs at least one layer")
         self.layers = layers
-        self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        self.training = True                 # model.train() / model.eval(), as in PyTorch
+        self.input_shape = _check_input_shape(input_shape)
         self.normalization = normalization
         self.classes = list(classes) if classes is not None else None
+        for i, layer in enumerate(layers):
+            if getattr(layer, "seeded", True) is False:      # Dropout() without a seed: its own
+                layer.rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(i,)))
         for layer in layers[1:]:
             layer.check_finite = False       # the model's input is checked once, at the front
         first = next((l for l in layers if hasattr(l, "needs_input_grad")), None)
@@ -56,9 +100,38 @@ class Sequential:
         elif current() is not np:            # numcnn.use("cupy") puts new models on the GPU
             self.to("gpu")
 
+    # -- normalisation statistics, checked when set (a model file must load back) ---------------
+    @property
+    def normalization(self):
+        """``(mean, std)`` per channel for raw uint8 images (see :meth:`prepare_input`), or None."""
+        return self._normalization
+
+    @normalization.setter
+    def normalization(self, value):
+        self._normalization = None if value is None else _check_normalization(value, self.input_shape)
+
     # -- running --------------------------------------------------------------------------------
-    def forward(self, x, training=True):
-        """Run every layer; ``x`` is (N, C, H, W) (or (N, features)), the output likewise."""
+    def train(self, mode=True):
+        """Training mode (the default): dropout drops, batch norm uses and updates batch
+        statistics.  Returns the model, as PyTorch's ``train()`` does."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode: dropout off, batch norm uses its running statistics."""
+        return self.train(False)
+
+    def forward(self, x, training=None):
+        """Run every layer; ``x`` is (N, C, H, W) (or (N, features)), the output likewise.
+
+        ``training``: True or False for this call; None (default) follows :meth:`train` /
+        :meth:`eval` (training unless ``model.eval()`` was called).
+        """
+        training = self.training if training is None else bool(training)
+        if not hasattr(x, "shape") or not isinstance(getattr(x, "dtype", None), np.dtype):
+            raise ShapeError(f"Sequential.forward: expected a NumPy (or CuPy) array, got "
+                             f"{type(x).__module__}.{type(x).__name__}; convert it first "
+                             "(numpy.asarray(x), or x.numpy() for a torch tensor)")
         keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
@@ -74,6 +147,9 @@ class Sequential:
 
     def backward(self, grad):
         """Back through every layer in reverse; returns dL/dx (None if no layer needs it)."""
+        if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
+            raise ShapeError(f"Sequential.backward: expected dL/d(output) as an array shaped like "
+                             f"the forward output, got {type(grad).__name__}")
         if getattr(self, "_out_cnhw", False):
             grad = grad.transpose(1, 0, 2, 3)
         for layer in reversed(self.layers):
@@ -97,6 +173,9 @@ class Sequential:
             p.grad = None
 
     def astype(self, dtype):
+        """Cast every parameter and buffer to float32 or float64 (gradient checks use float64).
+        An optimizer made before this keeps its state in the old dtype: make a new one."""
+        dtype = check_dtype(dtype, "Sequential.astype")
         for layer in self.layers:
             layer.astype(dtype)
         return self

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 from .errors import ConfigError
 from .init import as_generator
@@ -20,19 +21,28 @@ def _flat_features(layers, input_shape):
     return math.prod(shape)
 
 
+def _check_sizes(name, in_channels, num_classes, image_size, smallest):
+    """The preset's arguments: positive ints, and images big enough for its pooling layers."""
+    for arg, value, least in (("in_channels", in_channels, 1), ("num_classes", num_classes, 1),
+                              ("image_size", image_size, smallest)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            what = f"an int >= {smallest} (its pooling layers need images of at least " \
+                f"{smallest}x{smallest})" if arg == "image_size" else "an int >= 1"
+            raise ConfigError(f"{name}: {arg} must be {what}, got {value!r}")
+
+
 def lenet5(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32"):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 28x28 (padded) or 32x32 input.
 
     conv5x5 6 - pool - conv5x5 16 - pool - dense 120 - dense 84 - dense classes.
     """
+    _check_sizes("lenet5", in_channels, num_classes, image_size, 16)
     rng = as_generator(rng)
     input_shape = (in_channels, image_size, image_size)
     pad = 2 if image_size == 28 else 0
     features = [Conv2D(in_channels, 6, 5, padding=pad, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
                 Conv2D(6, 16, 5, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2)]
     n = _flat_features(features, input_shape)
-    if n < 1:
-        raise ConfigError(f"lenet5 needs images of at least 28x28 (with padding) or 32x32, got {image_size}")
     return Sequential(features + [
         Flatten(),
         Dense(n, 120, rng=rng, dtype=dtype), ReLU(),
@@ -43,13 +53,12 @@ def lenet5(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32")
 
 def mnist_small(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="float32"):
     """A fast small CNN: conv3x3 16 - pool - conv3x3 32 - pool - dense 64 - dense classes."""
+    _check_sizes("mnist-small", in_channels, num_classes, image_size, 4)
     rng = as_generator(rng)
     input_shape = (in_channels, image_size, image_size)
     features = [Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2),
                 Conv2D(16, 32, 3, padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2D(2)]
     n = _flat_features(features, input_shape)
-    if n < 1:
-        raise ConfigError(f"mnist-small needs images of at least 4x4, got {image_size}")
     return Sequential(features + [
         Flatten(),
         Dense(n, 64, rng=rng, dtype=dtype), ReLU(),
@@ -59,6 +68,7 @@ def mnist_small(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="floa
 
 def digits_cnn(in_channels=1, num_classes=10, image_size=8, rng=0, dtype="float32"):
     """A small CNN for 8x8 digits: conv3x3 16 - conv3x3 32 - pool - dense 64 - dense classes."""
+    _check_sizes("digits-cnn", in_channels, num_classes, image_size, 2)
     rng = as_generator(rng)
     input_shape = (in_channels, image_size, image_size)
     features = [Conv2D(in_channels, 16, 3, padding=1, rng=rng, dtype=dtype), ReLU(),
@@ -74,6 +84,7 @@ def cifar_vgg(in_channels=3, num_classes=10, image_size=32, rng=0, dtype="float3
     """A small VGG-style net with batch norm for 32x32 RGB:
     [conv3x3 32, BN, ReLU] x2 - pool - [conv3x3 64, BN, ReLU] x2 - pool - dense 256 - dropout - dense.
     """
+    _check_sizes("cifar-vgg", in_channels, num_classes, image_size, 4)
     rng = as_generator(rng)
     input_shape = (in_channels, image_size, image_size)
 

@@ -43,9 +43,10 @@ class TrainingDiverged(NonFiniteError):
 
 def _check_xy(x, y, what, input_shape=None):
     """Images and labels as arrays, checked the way the model will use them (shape, dtype,
-    finite values, label ids) before any training happens."""
-    x = np.asarray(x)
-    y = np.asarray(y)
+    finite values, label ids) before any training happens.  Data is kept on the host (CuPy
+    arrays are copied off the GPU); batches go to the model's device as they are used."""
+    x = _host_array(x, what, "images")
+    y = _host_array(y, what, "labels")
     if x.ndim != 4:
         raise ShapeError(f"{what}: images must be (N, C, H, W), got shape {x.shape}")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
@@ -62,6 +63,17 @@ def _check_xy(x, y, what, input_shape=None):
     _check_labels(y, what)
     _check_finite_images(x, what)
     return x, y
+
+
+def _host_array(a, what, name):
+    """``a`` as a NumPy array: NumPy arrays and lists as they are, CuPy arrays copied to the
+    host; anything else (a torch tensor...) is refused with the conversion to use."""
+    if type(a).__module__.startswith("cupy"):
+        return to_numpy(a)
+    if hasattr(a, "dtype") and not isinstance(a.dtype, np.dtype):
+        raise DTypeError(f"{what}: {name} must be NumPy arrays, got {type(a).__module__}."
+                         f"{type(a).__name__}; convert them (for a torch tensor: t.numpy())")
+    return np.asarray(a)
 
 
 def _pair(data, what):
@@ -180,12 +192,20 @@ def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
     x, y = _check_xy(x, y, "evaluate", model.input_shape)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"evaluate: k (for top-k accuracy) must be a positive integer, got {k!r}")
+    from .layers.activation import Softmax
+    gives_probs = isinstance(model.layers[-1], Softmax)       # outputs are probabilities already
     y = y.astype(np.int64)
     probs, loss_sum = [], 0.0
     for start in range(0, len(x), batch_size):
         xb = model.prepare_input(x[start:start + batch_size])
         logits = model.forward(xb, training=False)
-        logp = to_numpy(log_softmax(logits, axis=1)).astype(np.float64)
+        if gives_probs:
+            with np.errstate(divide="ignore"):              # log 0 = -inf: the loss says so
+                logp = np.log(to_numpy(logits).astype(np.float64))
+        else:
+            logp = to_numpy(log_softmax(logits, axis=1)).astype(np.float64)
         yb = y[start:start + batch_size]
         if yb.size and (yb.min() < 0 or yb.max() >= logp.shape[1]):
             raise ConfigError(f"evaluate: labels must be in [0, {logp.shape[1] - 1}], got "
@@ -271,6 +291,9 @@ class Trainer:
                               "layer; predict() still returns probabilities")
         self.model = model
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+        if loss is not None and not isinstance(loss, CrossEntropy):
+            raise ConfigError(f"loss must be a numcnn.losses.CrossEntropy (the classification "
+                              f"loss numcnn trains with), got {loss!r}")
         self.loss = loss or CrossEntropy()
         self.schedule_name = schedule
         self.schedule = make_schedule(schedule, self.optimizer, epochs)

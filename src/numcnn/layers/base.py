@@ -17,8 +17,9 @@ import math
 
 import numpy as np
 
-from ..backend import get_array_module
-from ..errors import ConfigError, DTypeError, NonFiniteError, NumcnnError, ShapeError, StateError
+from ..backend import current, device_name, get_array_module, to_module
+from ..errors import (ConfigError, DeviceError, DTypeError, NonFiniteError, NumcnnError,
+                      ShapeError, StateError)
 
 REGISTRY: dict[str, type] = {}
 
@@ -70,6 +71,8 @@ class Layer:
         # output had, so a wrong gradient is a clear ShapeError, never a raw NumPy error
         if "forward" in cls.__dict__:
             cls.forward = _remember_output_shape(cls.__dict__["forward"])
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _on_current_backend(cls.__dict__["__init__"])
         if "backward" in cls.__dict__:
             cls.backward = _check_grad_shape(cls.__dict__["backward"])
 
@@ -122,12 +125,14 @@ class Layer:
         return self
 
     def to(self, xp):
-        """Move parameters and buffers to array module ``xp`` (numpy or cupy)."""
+        """Move parameters and buffers to array module ``xp`` (numpy or cupy); gradients are
+        dropped when something moves (they would be on the other device)."""
         for p in self.parameters():
-            p.value = xp.asarray(p.value)
-            p.grad = None
+            if get_array_module(p.value) is not xp:
+                p.value = to_module(p.value, xp)
+                p.grad = None
         for n, b in self.buffers().items():
-            self.set_buffer(n, xp.asarray(b))
+            self.set_buffer(n, to_module(b, xp))
         return self
 
     def zero_grad(self):
@@ -153,9 +158,10 @@ class Layer:
         Messages always show the (N, C, H, W) shape the user knows, whatever ``layout``.
         """
         channel_axis = 0 if layout == "CNHW" and getattr(x, "ndim", 0) == 4 else 1
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-            raise ShapeError(f"{self!r}: expected an array of shape {what}, got "
-                             f"{type(x).__name__}; convert it with numpy.asarray first")
+        if not hasattr(x, "shape") or not isinstance(getattr(x, "dtype", None), np.dtype):
+            raise ShapeError(f"{self!r}: expected a NumPy (or CuPy) array of shape {what}, got "
+                             f"{type(x).__module__}.{type(x).__name__}; convert it first "
+                             "(numpy.asarray(x), or x.numpy() for a torch tensor)")
         shape = tuple(x.shape)
         if channel_axis == 0:
             shape = (shape[1], shape[0]) + shape[2:]
@@ -175,6 +181,11 @@ class Layer:
                              "for raw uint8 images use model.prepare_input(x) (scales and "
                              "normalises them as predict does), else x.astype(numpy.float32)")
         params = self.parameters()
+        if params and get_array_module(params[0].value) is not get_array_module(x):
+            here, there = (device_name(get_array_module(a)) for a in (params[0].value, x))
+            raise DeviceError(f"{self!r}: the input is on the {there} but the layer's parameters "
+                              f"are on the {here}; move one of them (model.to({here!r}), or "
+                              f"{'cupy.asarray(x)' if here == 'gpu' else 'cupy.asnumpy(x)'})")
         if params and params[0].value.dtype != x.dtype:
             raise DTypeError(f"{self!r}: input of shape {shape} is {x.dtype} but the "
                              "layer's parameters are "
@@ -188,6 +199,17 @@ class Layer:
 
     def _set_rng_state(self, state):
         pass
+
+
+def _on_current_backend(init):
+    """A new layer's parameters live where :func:`numcnn.use` says (NumPy unless "cupy")."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        xp = current()
+        if xp is not np and type(self).__init__ is wrapper:      # once, after the whole __init__
+            self.to(xp)
+    return wrapper
 
 
 def _remember_output_shape(forward):
@@ -234,11 +256,11 @@ def check_finite(x, where: str, shape=None):
 
 def check_dtype(dtype, layer):
     """Parameters are float32 or float64; anything else is refused."""
-    try:
-        dt = np.dtype(dtype)
+    try:                   # (None would quietly mean float64 to NumPy; so would dt == None)
+        dt = None if dtype is None else np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if dt is None or not (dt == np.float32 or dt == np.float64):
         raise ConfigError(f"{layer}: dtype must be float32 or float64, got {dtype!r}")
     return dt
 

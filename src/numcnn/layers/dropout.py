@@ -10,7 +10,9 @@ from .base import Layer
 class Dropout(Layer):
     """Zero each element with probability ``p`` while training and scale the rest by 1/(1-p).
 
-    ``rng`` (seed or Generator) makes the masks reproducible.
+    ``rng`` (seed or Generator) makes the masks reproducible.  Without one, a Dropout gets
+    seed 0 on its own, and inside a :class:`~numcnn.Sequential` a seed of its own derived from
+    its position, so that two Dropout layers never draw the same masks.
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -18,6 +20,7 @@ class Dropout(Layer):
             raise ConfigError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
         self.p = float(p)
         self.rng = as_generator(rng)
+        self.seeded = rng is not None        # False: Sequential gives it a seed of its own
         self._cache = None
 
     def config(self):
