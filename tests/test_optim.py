@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from numcnn.errors import ConfigError, NumcnnError, StateError
+from numcnn import Sequential
 from numcnn.layers import Dense, Parameter
 from numcnn.optim import SGD, Adam, AdamW, CosineLR, StepLR, make_schedule
 from conftest import DTYPE_IDS, DTYPES, assert_close, tt
@@ -338,3 +339,118 @@ def test_sgd_uses_the_scheduled_learning_rate():
     params[0].grad = np.ones_like(w)
     opt.step()
     assert np.array_equal(params[0].value, w - 0.05 * np.ones_like(w))
+
+
+# -- argument checking: each bad value is a ConfigError naming the argument and its range ------------
+NAN, INF = float("nan"), float("inf")
+BAD_OPTIMIZER_ARGUMENTS = {
+    "momentum str": (lambda ps: SGD(ps, momentum="0.9"), r"SGD: momentum must be in \[0, 1\), got '0\.9'"),
+    "momentum None": (lambda ps: SGD(ps, momentum=None), r"SGD: momentum must be in \[0, 1\), got None"),
+    "sgd weight_decay inf": (lambda ps: SGD(ps, weight_decay=INF), "SGD: weight_decay must be a finite number >= 0, got inf"),
+    "sgd weight_decay str": (lambda ps: SGD(ps, weight_decay="0"), "SGD: weight_decay must be a finite number >= 0"),
+    "nesterov str": (lambda ps: SGD(ps, momentum=0.9, nesterov="yes"), "SGD: nesterov must be True or False"),
+    "lr str": (lambda ps: SGD(ps, lr="0.1"), "SGD: lr must be a positive finite number, got '0.1'"),
+    "lr bool": (lambda ps: SGD(ps, lr=True), "SGD: lr must be a positive finite number, got True"),
+    "lr inf": (lambda ps: Adam(ps, lr=INF), "Adam: lr must be a positive finite number, got inf"),
+    "betas number": (lambda ps: Adam(ps, betas=0.9), r"Adam: betas must be a pair \(beta1, beta2\) of numbers in \[0, 1\).*got 0\.9"),
+    "betas str": (lambda ps: Adam(ps, betas=("a", "b")), r"Adam: betas must be a pair .*got \('a', 'b'\)"),
+    "betas string": (lambda ps: Adam(ps, betas="ab"), r"Adam: betas must be a pair .*got 'ab'"),
+    "betas triple": (lambda ps: Adam(ps, betas=(0.9, 0.99, 0.9)), r"Adam: betas must be a pair .*got \(0\.9, 0\.99, 0\.9\)"),
+    "betas nan": (lambda ps: AdamW(ps, betas=(NAN, 0.999)), r"AdamW: betas must be a pair .*in \[0, 1\)"),
+    "betas None": (lambda ps: Adam(ps, betas=None), r"Adam: betas must be a pair .*got None"),
+    "eps str": (lambda ps: Adam(ps, eps="x"), r"Adam: eps must be a positive finite number, got 'x' \(1e-08 is usual\)"),
+    "eps nan": (lambda ps: Adam(ps, eps=NAN), "Adam: eps must be a positive finite number, got nan"),
+    "adam weight_decay nan": (lambda ps: Adam(ps, weight_decay=NAN), "Adam: weight_decay must be a finite number >= 0, got nan"),
+    "adamw weight_decay -1": (lambda ps: AdamW(ps, weight_decay=-1), "AdamW: weight_decay must be a finite number >= 0, got -1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIMIZER_ARGUMENTS))
+def test_bad_optimizer_argument_names_the_argument_and_its_range(case):
+    make, message = BAD_OPTIMIZER_ARGUMENTS[case]
+    with pytest.raises(ConfigError, match=message):
+        make(make_params(np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, weight_decay=float("inf")),
+                                  lambda ps: Adam(ps, eps=float("nan")),
+                                  lambda ps: Adam(ps, weight_decay=float("nan"))],
+                         ids=["sgd-wd-inf", "adam-eps-nan", "adam-wd-nan"])
+def test_non_finite_settings_are_refused_before_they_turn_weights_into_nan(make):
+    """These were accepted and gave all-NaN weights on the first step."""
+    params = make_params(np.float64)
+    before = [p.value.copy() for p in params]
+    with pytest.raises(ConfigError, match="must be a"):
+        make(params)
+    assert all(np.array_equal(p.value, w) for p, w in zip(params, before))
+
+
+def test_optimizer_given_a_model_says_to_pass_its_parameters():
+    model = Sequential([Dense(3, 2)])
+    with pytest.raises(ConfigError, match=r"SGD: got a Sequential, not its parameters; pass model\.parameters\(\)"):
+        SGD(model)
+    with pytest.raises(ConfigError, match=r"Adam: got a Dense, not its parameters; pass model\.parameters\(\)"):
+        Adam(model.layers[0])
+    with pytest.raises(ConfigError, match=r"got one Parameter; pass a list"):
+        SGD(model.parameters()[0])
+    with pytest.raises(ConfigError, match="params must be a list of numcnn Parameters.*got int"):
+        SGD(3)
+
+
+def test_optimizer_refuses_a_list_of_arrays_at_construction_not_at_step():
+    with pytest.raises(ConfigError, match="item 1 of the parameter list is ndarray, not a numcnn "
+                                          "Parameter; the list must hold numcnn Parameters"):
+        SGD([make_params(np.float32)[0], np.ones(3)])
+
+
+@pytest.mark.parametrize("lr", [np.float32(0.25), np.float64(0.25), np.int64(1), 1, 0.25],
+                         ids=["float32", "float64", "int64", "int", "float"])
+def test_any_real_number_type_is_a_learning_rate(lr):
+    """np.float32 was refused (with 'must be a positive number') while np.float64 passed."""
+    params = make_params(np.float64)
+    opt = SGD(params, lr=lr, momentum=np.float32(0.5), weight_decay=np.float16(0))
+    assert type(opt.lr) is float and opt.lr == float(lr) and opt.momentum == 0.5
+    w = params[0].value.copy()
+    params[0].grad = np.full_like(w, 2.0)
+    opt.step()
+    assert np.array_equal(params[0].value, w - float(lr) * 2.0)
+    adam = Adam(make_params(np.float64), lr=lr, betas=np.array([0.8, 0.99]), eps=np.float32(1e-8))
+    assert adam.betas == (0.8, 0.99) and adam.lr == float(lr)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda o: StepLR(o, "a"), "StepLR: step_size must be an int >= 1, got 'a'"),
+    (lambda o: StepLR(o, 0), "StepLR: step_size must be an int >= 1, got 0"),
+    (lambda o: StepLR(o, 2.5), "StepLR: step_size must be an int >= 1, got 2.5"),
+    (lambda o: StepLR(o, 2, gamma="x"), r"StepLR: gamma must be a positive finite number, got 'x' \(0\.1 is usual\)"),
+    (lambda o: StepLR(o, 2, gamma=float("nan")), "StepLR: gamma must be a positive finite number, got nan"),
+    (lambda o: StepLR(o, 2, gamma=0), "StepLR: gamma must be a positive finite number, got 0"),
+    (lambda o: CosineLR(o, None), "CosineLR: t_max must be an int >= 1, got None"),
+    (lambda o: CosineLR(o, 0), "CosineLR: t_max must be an int >= 1, got 0"),
+    (lambda o: CosineLR(o, 5, eta_min="0"), "CosineLR: eta_min must be a finite number >= 0, got '0'"),
+    (lambda o: CosineLR(o, 5, eta_min=-1e-3), "CosineLR: eta_min must be a finite number >= 0"),
+    (lambda o: StepLR("sgd", 2), r"StepLR: optimizer must be a numcnn optimizer \(SGD, Adam, AdamW\), got str"),
+    (lambda o: CosineLR(None, 2), "CosineLR: optimizer must be a numcnn optimizer"),
+    (lambda o: StepLR(o, 2).set_epoch("3"), "StepLR: epoch must be an int >= 0, got '3'"),
+    (lambda o: make_schedule("step", o, None), "make_schedule: epochs must be an int >= 1, got None"),
+], ids=["step-str", "step-0", "step-float", "gamma-str", "gamma-nan", "gamma-0", "tmax-none", "tmax-0",
+        "eta-str", "eta-negative", "opt-str", "opt-none", "set-epoch-str", "epochs-none"])
+def test_bad_schedule_arguments_name_the_argument_and_its_range(make, message):
+    opt, _ = _pair_of_optimizers(0.1)
+    with pytest.raises(ConfigError, match=message):
+        make(opt)
+    assert opt.lr == 0.1                                             # nothing was changed
+
+
+def test_schedules_accept_numpy_numbers_and_compute_the_same_rates():
+    opt, _ = _pair_of_optimizers(0.1)
+    sched = StepLR(opt, np.int64(2), gamma=np.float32(0.5))
+    lrs = []
+    for _ in range(4):
+        sched.step()
+        lrs.append(opt.lr)
+    assert lrs == pytest.approx([0.1, 0.05, 0.05, 0.025], rel=1e-12)
+    opt, _ = _pair_of_optimizers(0.1)
+    cos = CosineLR(opt, np.int32(4), eta_min=np.float64(0.02))
+    cos.set_epoch(np.int64(4))
+    assert opt.lr == pytest.approx(0.02, abs=1e-15)

@@ -1,6 +1,8 @@
 """Loss functions: how far the model is from the right answer (the deck's "Loss Function")."""
 from __future__ import annotations
 
+import numbers
+
 from .backend import get_array_module
 from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError, StateError
 from .functional import cross_entropy_backward, cross_entropy_forward
@@ -15,8 +17,10 @@ class CrossEntropy:
     """
 
     def __init__(self, label_smoothing=0.0):
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ConfigError(f"CrossEntropy: label_smoothing must be in [0, 1), got {label_smoothing}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) \
+                or not 0.0 <= float(label_smoothing) < 1.0:      # NaN fails the range test too
+            raise ConfigError(f"CrossEntropy: label_smoothing must be a number in [0, 1) (0 for "
+                              f"plain one-hot targets, 0.1 is usual), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
         self._cache = None
 

@@ -7,22 +7,78 @@ PyTorch model with the same weights take the same steps.
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
 
 from .backend import get_array_module
 from .errors import ConfigError, StateError
+from .layers.base import Layer, Parameter
+from .model import Sequential
+
+
+def _is_real(value):
+    """Any finite real number type (int, float, numpy scalars), not bool."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def _number(owner, name, value, accepted, ok=lambda v: True, usual=None):
+    """``value`` as a float if it is a finite real number passing ``ok``; else a ConfigError
+    saying the ``accepted`` range.  A NaN or inf setting would turn every weight into NaN on
+    the first step."""
+    if not _is_real(value) or not ok(float(value)):
+        raise ConfigError(f"{owner}: {name} must be {accepted}, got {value!r}"
+                          + (f" ({usual} is usual)" if usual is not None else ""))
+    return float(value)
+
+
+def _count(owner, name, value, least):
+    """``value`` as an int >= ``least`` (any integer type, not bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ConfigError(f"{owner}: {name} must be an int >= {least}, got {value!r}")
+    return int(value)
+
+
+def _pair(values):
+    """``values`` as a 2-tuple, or None when it is not a sequence of two items."""
+    try:
+        values = tuple(values)
+    except TypeError:
+        return None
+    return values if len(values) == 2 else None
+
+
+def _parameter_list(owner, params):
+    """``params`` as a list of Parameters; a model or a list of arrays gets a message saying
+    what to pass instead (else the first step fails with an AttributeError)."""
+    if isinstance(params, (Sequential, Layer)):
+        raise ConfigError(f"{owner}: got a {type(params).__name__}, not its parameters; pass "
+                          "model.parameters()")
+    if isinstance(params, Parameter):
+        raise ConfigError(f"{owner}: got one Parameter; pass a list of them (model.parameters())")
+    try:
+        params = list(params)
+    except TypeError:
+        raise ConfigError(f"{owner}: params must be a list of numcnn Parameters "
+                          f"(model.parameters()), got {type(params).__name__}") from None
+    if not params:
+        raise ConfigError(f"{owner}: got an empty parameter list; pass "
+                          "model.parameters() of a model that has weights")
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise ConfigError(f"{owner}: item {i} of the parameter list is {type(p).__name__}, "
+                              "not a numcnn Parameter; the list must hold numcnn Parameters: "
+                              "pass model.parameters()")
+    return params
 
 
 class Optimizer:
     """Base: holds the parameter list, the learning rate and per-parameter state."""
 
     def __init__(self, params, lr):
-        self.params = list(params)
-        if not self.params:
-            raise ConfigError(f"{type(self).__name__}: got an empty parameter list; pass "
-                              "model.parameters() of a model that has weights")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-            raise ConfigError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
-        self.lr = float(lr)
+        self.params = _parameter_list(type(self).__name__, params)
+        self.lr = _number(type(self).__name__, "lr", lr, "a positive finite number",
+                          lambda v: v > 0)
         self.state: list[dict] = [{} for _ in self.params]
         self.steps = 0                                   # optimizer steps taken
         self.param_steps = [0] * len(self.params)       # updates each parameter has had
@@ -116,13 +172,16 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
-        if not 0 <= momentum < 1:           # at 1 the velocity never forgets; above, it explodes
-            raise ConfigError(f"SGD: momentum must be in [0, 1), got {momentum!r} (0.9 is usual)")
-        if not weight_decay >= 0:
-            raise ConfigError(f"SGD: weight_decay must be >= 0, got {weight_decay!r}")
+        # at momentum 1 the velocity never forgets; above, it explodes
+        momentum = _number("SGD", "momentum", momentum, "in [0, 1)",
+                           lambda v: 0 <= v < 1, usual=0.9)
+        weight_decay = _number("SGD", "weight_decay", weight_decay, "a finite number >= 0",
+                               lambda v: v >= 0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ConfigError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         if nesterov and momentum <= 0:
             raise ConfigError("SGD: nesterov=True needs momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        self.momentum, self.nesterov, self.weight_decay = momentum, bool(nesterov), weight_decay
 
     def config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -158,10 +217,16 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1) or eps <= 0 or weight_decay < 0:
-            raise ConfigError(f"{type(self).__name__}: need 0 <= betas < 1, eps > 0, weight_decay >= 0")
-        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        name = type(self).__name__
+        pair = None if isinstance(betas, (str, bytes)) else _pair(betas)
+        if pair is None or not all(_is_real(b) and 0 <= b < 1 for b in pair):
+            raise ConfigError(f"{name}: betas must be a pair (beta1, beta2) of numbers in [0, 1), "
+                              f"e.g. (0.9, 0.999), got {betas!r}")
+        b1, b2 = (float(b) for b in pair)
+        eps = _number(name, "eps", eps, "a positive finite number", lambda v: v > 0, usual=1e-8)
+        weight_decay = _number(name, "weight_decay", weight_decay, "a finite number >= 0",
+                               lambda v: v >= 0)
+        self.betas, self.eps, self.weight_decay = (b1, b2), eps, weight_decay
 
     def config(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}
@@ -218,6 +283,9 @@ class _Schedule:
     """A per-epoch learning rate ``lr_at(epoch)``, computed from the optimizer's starting lr."""
 
     def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(f"{type(self).__name__}: optimizer must be a numcnn optimizer "
+                              f"(SGD, Adam, AdamW), got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.epoch = 0
@@ -231,7 +299,7 @@ class _Schedule:
         self.optimizer.lr = self.lr_at(self.epoch)
 
     def set_epoch(self, epoch):
-        self.epoch = int(epoch)
+        self.epoch = _count(type(self).__name__, "epoch", epoch, 0)
         self.optimizer.lr = self.lr_at(self.epoch)
 
 
@@ -239,10 +307,10 @@ class StepLR(_Schedule):
     """lr = base_lr * gamma ** (epoch // step_size), as ``torch.optim.lr_scheduler.StepLR``."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if step_size < 1:
-            raise ConfigError(f"StepLR: step_size must be >= 1, got {step_size}")
         super().__init__(optimizer)
-        self.step_size, self.gamma = int(step_size), float(gamma)
+        self.step_size = _count("StepLR", "step_size", step_size, 1)
+        self.gamma = _number("StepLR", "gamma", gamma, "a positive finite number",
+                             lambda v: v > 0, usual=0.1)
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -254,10 +322,10 @@ class CosineLR(_Schedule):
     PyTorch's, rises again after it (``make_schedule`` sets T_max to the run's epochs)."""
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
-        if t_max < 1:
-            raise ConfigError(f"CosineLR: t_max must be >= 1, got {t_max}")
         super().__init__(optimizer)
-        self.t_max, self.eta_min = int(t_max), float(eta_min)
+        self.t_max = _count("CosineLR", "t_max", t_max, 1)
+        self.eta_min = _number("CosineLR", "eta_min", eta_min, "a finite number >= 0",
+                               lambda v: v >= 0)
 
     def lr_at(self, epoch):
         # no clamp at t_max: past it the cosine climbs back up, as PyTorch's does
@@ -273,6 +341,7 @@ class ConstantLR(_Schedule):
 
 def make_schedule(name, optimizer, epochs):
     """``"constant"``, ``"step"`` (x0.1 every third of the run) or ``"cosine"`` over ``epochs``."""
+    epochs = _count("make_schedule", "epochs", epochs, 1)
     if name in (None, "constant", "none"):
         return ConstantLR(optimizer)
     if name == "step":
