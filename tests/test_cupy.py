@@ -66,9 +66,10 @@ def test_fit_on_cupy_learns_digits():
     assert m.evaluate(xte, yte)["accuracy"] > 0.9
 
 
-def test_padded_3x3_stack_on_cupy_matches_numpy():
+def test_padded_3x3_stack_on_cupy_matches_numpy(monkeypatch):
     """The CIFAR-style path: the full-convolution dL/dI route (O <= 2C, stride 1), several
     column blocks, and max-pooling over tiling windows, on CuPy arrays."""
+    monkeypatch.setattr(numcnn.functional.conv, "GPU_BLOCK_BYTES", 4 * 1024 * 1024)  # blocks
     from numcnn.functional.conv import _input_grad_route, _geometry
     from numcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
@@ -160,3 +161,73 @@ def test_batch_norm_dropout_avg_pool_and_strided_convs_on_cupy_match_numpy():
     for (k, bc), bg in zip(cpu.buffers().items(), gpu.buffers().values()):
         np.testing.assert_allclose(cupy.asnumpy(bg), bc, rtol=1e-4, atol=1e-6, err_msg=k)
     np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-6)
+
+
+def _layer_cases():
+    from numcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,
+                               Flatten, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Tanh)
+    return {
+        "conv stride 2 pad 1 no bias": (lambda: Conv2D(3, 8, 3, stride=2, padding=1, bias=False, rng=1), (6, 3, 16, 16)),
+        "conv dilation 2": (lambda: Conv2D(8, 8, 3, dilation=2, padding=2, rng=2), (6, 8, 8, 8)),
+        "conv 5x5 6->16": (lambda: Conv2D(6, 16, 5, rng=3), (6, 6, 14, 14)),
+        "conv 3x3 16->16 pad 1": (lambda: Conv2D(16, 16, 3, padding=1, rng=4), (6, 16, 8, 8)),
+        "batch norm 2d": (lambda: BatchNorm2D(8), (6, 8, 8, 8)),
+        "batch norm 1d": (lambda: BatchNorm1D(16), (6, 16)),
+        "avg pool 2": (lambda: AvgPool2D(2), (6, 8, 8, 8)),
+        "avg pool 3 stride 2 pad 1": (lambda: AvgPool2D(3, stride=2, padding=1), (6, 8, 9, 9)),
+        "max pool 2": (lambda: MaxPool2D(2), (6, 8, 8, 8)),
+        "max pool 3 stride 1 pad 1": (lambda: MaxPool2D(3, stride=1, padding=1), (6, 8, 4, 4)),
+        "max pool 3 stride 2": (lambda: MaxPool2D(3, stride=2), (6, 8, 9, 9)),
+        "dropout": (lambda: Dropout(0.3, rng=4), (6, 16)),
+        "dense": (lambda: Dense(16, 5, rng=5), (6, 16)),
+        "flatten": (lambda: Flatten(), (6, 8, 2, 2)),
+        "relu": (lambda: ReLU(), (6, 8, 4, 4)),
+        "leaky relu": (lambda: LeakyReLU(0.1), (6, 8, 4, 4)),
+        "sigmoid": (lambda: Sigmoid(), (6, 16)),
+        "tanh": (lambda: Tanh(), (6, 16)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_layer_cases()))
+@pytest.mark.parametrize("layout", ["NCHW", "CNHW"])
+def test_each_layer_on_cupy_matches_numpy(case, layout):
+    """Forward (training), input and parameter gradients and buffers, layer by layer, in both
+    layouts: where a whole network disagrees, this names the layer."""
+    make, shape = _layer_cases()[case]
+    cpu, gpu = make(), make().to(cupy)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    lay = layout if len(shape) == 4 else "NCHW"
+    xin = x.transpose(1, 0, 2, 3).copy() if lay == "CNHW" else x
+    yc = cpu.forward(xin, training=True, layout=lay)
+    yg = gpu.forward(cupy.asarray(xin), training=True, layout=lay)
+    np.testing.assert_allclose(cupy.asnumpy(yg), yc, rtol=1e-4, atol=1e-5, err_msg="forward")
+    g = rng.standard_normal(yc.shape).astype(np.float32)
+    dc, dg = cpu.backward(g), gpu.backward(cupy.asarray(g))
+    if dc is not None:
+        np.testing.assert_allclose(cupy.asnumpy(dg), dc, rtol=1e-4, atol=1e-5, err_msg="dL/dx")
+    for (name, pc), pg in zip(cpu.named_parameters().items(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.grad), pc.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+    for (name, bc), bg in zip(cpu.buffers().items(), gpu.buffers().values()):
+        np.testing.assert_allclose(cupy.asnumpy(bg), bc, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: numcnn.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    lambda ps: numcnn.optim.Adam(ps, lr=0.01, weight_decay=1e-2),
+    lambda ps: numcnn.optim.AdamW(ps, lr=0.01)], ids=["sgd-nesterov", "adam", "adamw"])
+def test_optimizers_on_cupy_match_numpy(make):
+    from numcnn.layers import Parameter
+    rng = np.random.default_rng(3)
+    values = [rng.standard_normal(s).astype(np.float32) for s in ((4, 3), (3,))]
+    cpu = [Parameter(v.copy()) for v in values]
+    gpu = [Parameter(cupy.asarray(v)) for v in values]
+    oc, og = make(cpu), make(gpu)
+    for step in range(3):
+        grads = [rng.standard_normal(v.shape).astype(np.float32) for v in values]
+        for pc, pg, g in zip(cpu, gpu, grads):
+            pc.grad, pg.grad = g.copy(), cupy.asarray(g)
+        oc.step()
+        og.step()
+    for pc, pg in zip(cpu, gpu):
+        np.testing.assert_allclose(cupy.asnumpy(pg.value), pc.value, rtol=1e-5, atol=1e-6)

@@ -37,6 +37,15 @@ from .im2col import col2im, col2im_wide, im2col, im2col_wide, pad2d, unpad2d
 #: for LeNet's small layers one block of the whole batch (~6 MB) was fastest.
 BLOCK_BYTES = 6 * 1024 * 1024
 
+#: The block size on a GPU (CuPy): there no cache is to be kept warm, and every block costs a
+#: dozen kernel launches, so blocks are as big as memory comfortably allows.  Measured on an H100
+#: (benchmarks/gpu.py): see docs/performance.md.
+GPU_BLOCK_BYTES = 512 * 1024 * 1024
+
+
+def _block_bytes(xp):
+    return BLOCK_BYTES if xp.__name__ == "numpy" else GPU_BLOCK_BYTES
+
 #: When a layer's columns fit in one block they are kept for the backward pass (no rebuilding);
 #: bigger ones are rebuilt block by block in backward, which keeps a training step's memory
 #: close to its activations'.
@@ -69,7 +78,8 @@ class _Geometry:
     block: int             # images per block
 
 
-def _geometry(x_shape, weight_shape, stride, padding, dilation, layout, itemsize):
+def _geometry(x_shape, weight_shape, stride, padding, dilation, layout, itemsize,
+              block_bytes=BLOCK_BYTES):
     n, c, h, w = x_shape if layout == "NCHW" else (x_shape[1], x_shape[0]) + tuple(x_shape[2:])
     _, _, kh, kw = weight_shape
     ho = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
@@ -78,7 +88,7 @@ def _geometry(x_shape, weight_shape, stride, padding, dilation, layout, itemsize
     width = w + 2 * padding[1] if wide else wo
     k = c * kh * kw
     per_image = (k + 1) * ho * width * itemsize
-    block = max(1, min(n, BLOCK_BYTES // max(per_image, 1)))
+    block = max(1, min(n, block_bytes // max(per_image, 1)))
     return _Geometry(n, c, h, w, ho, wo, width, wide, k, block)
 
 
@@ -122,7 +132,8 @@ def conv2d_forward(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation
     """
     xp = get_array_module(x)
     o, _, kh, kw = weight.shape
-    g = _geometry(x.shape, weight.shape, stride, padding, dilation, layout, x.dtype.itemsize)
+    g = _geometry(x.shape, weight.shape, stride, padding, dilation, layout, x.dtype.itemsize,
+                  _block_bytes(xp))
     if bias is not None:                                   # [W | b] against [cols ; 1]
         wmat = xp.empty((o, g.k + 1), dtype=weight.dtype)
         wmat[:, :g.k] = weight.reshape(o, g.k)
@@ -201,7 +212,7 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     o, c, kh, kw = weight.shape
     layout, x = cache.layout, cache.x
     g = _geometry(x.shape, weight.shape, cache.stride, cache.padding, cache.dilation, layout,
-                  x.dtype.itemsize)
+                  x.dtype.itemsize, _block_bytes(xp))
     # a row of ones under the columns makes the dW GEMM give dL/db too; kept columns have
     # one exactly when the forward pass had a bias
     ones = cache.has_bias if cache.cols is not None else bool(need_bias)
