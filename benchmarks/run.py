@@ -789,12 +789,27 @@ def main(argv=None):
             "blas": blas, "peak": peak, "agree": agree, "rows": rows, "layer_rows": layer_rows,
             "mem": mem, "convnet_note": convnet_note, "cv": cv, "load": (load_start, loadavg()),
             "elapsed": elapsed, "sections": sections, "pool_err": pool_err}
+    text = report(info) + gpu_section(args.out)     # the GPU figures come from benchmarks/gpu.py
     with open(args.out, "w") as f:
-        f.write(report(info))
+        f.write(text)
     print("\n" + ", ".join(f"{k} {v:.0f} s" for k, v in sections.items())
           + f"; other processes used {fmt_pct(others)} of the CPU meanwhile")
     print(f"wrote {os.path.relpath(args.out)} in {elapsed:.0f} s")
     return rows
+
+
+GPU_HEADING = "## GPU: numcnn on CuPy vs PyTorch CUDA"
+
+
+def gpu_section(path):
+    """The GPU section of an existing results file (written by benchmarks/gpu.py), or ""."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except OSError:
+        return ""
+    at = old.find(GPU_HEADING)
+    return "\n" + old[at:].rstrip() + "\n" if at >= 0 else ""
 
 
 def report(info):
