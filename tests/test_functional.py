@@ -116,6 +116,18 @@ def test_input_grad_as_full_convolution_matches_torch(seed, dtype):
     assert_close(np.ascontiguousarray(cnhw.transpose(1, 0, 2, 3)), t_dx, dtype, what="CNHW")
 
 
+@pytest.mark.parametrize("o, c, k, s, p, d, gpu_route", [
+    (16, 6, 5, 1, 0, 1, "conv"),        # on a GPU, launches count: by conv wherever it applies
+    (32, 32, 3, 1, 1, 1, "conv"),
+    (8, 8, 3, 2, 1, 1, "col2im"),       # stride 2: not a plain convolution of dL/dO
+    (8, 8, 3, 1, 3, 1, "col2im"),       # padding beyond the kernel
+])
+def test_on_a_gpu_the_input_gradient_goes_by_convolution_wherever_it_can(o, c, k, s, p, d, gpu_route):
+    from numcnn.functional.conv import _input_grad_route
+    geo = F.conv._geometry((c, 3, 12, 11), (o, c, k, k), (s, s), (p, p), (d, d), "CNHW", 4)
+    assert _input_grad_route(geo, (o, c, k, k), (p, p), (d, d), gpu=True) == gpu_route
+
+
 @pytest.mark.parametrize("o, c, k, s, p, d, route", [
     (32, 32, 3, 1, 1, 1, "conv"),       # CIFAR-style layers: one im2col copy beats col2im's adds
     (64, 32, 3, 1, 1, 1, "conv"),

@@ -184,16 +184,18 @@ def input_grad_by_conv(grad_out, weight, padding, dilation, layout="NCHW"):
     return dx
 
 
-def _input_grad_route(g, weight_shape, padding, dilation):
+def _input_grad_route(g, weight_shape, padding, dilation, gpu=False):
     """"conv" when :func:`input_grad_by_conv` applies and is cheaper than GEMM + col2im.
 
     Per input pixel, the conv route copies O*kh*kw values into columns; col2im adds C*kh*kw
     (an add reads two values and writes one, ~2-3x a copy).  Measured on this project's VM
     (docs/performance.md): 32->32 and 64->64 3x3 layers' dL/dI 1.6-1.9x faster by conv, 32->64
-    1.1x, LeNet-5's 6->16 5x5 2.4-3x slower.  So: by conv when O <= 2C.
+    1.1x, LeNet-5's 6->16 5x5 2.4-3x slower.  So: by conv when O <= 2C.  On a GPU (``gpu``)
+    by conv wherever it applies: col2im's kh*kw adds are kh*kw kernel launches, the conv route
+    a few, and launches, not arithmetic, are what a GPU step waits for.
     """
     o, c = weight_shape[:2]
-    if (g.wide and o <= 2 * c                                     # wide: stride 1
+    if (g.wide and (gpu or o <= 2 * c)                            # wide: stride 1
             and _full_conv_padding(weight_shape, padding, dilation) is not None):
         return "conv"
     return "col2im"
@@ -218,8 +220,8 @@ def conv2d_backward(grad_out, weight, cache: ConvCache, need_bias=True, need_inp
     ones = cache.has_bias if cache.cols is not None else bool(need_bias)
     dwb_t = xp.zeros((g.k + ones, o), dtype=grad_out.dtype)   # (dL/dK | dL/db) transposed
     store = _store(g, ones, x.dtype, xp) if cache.cols is None else None
-    by_conv = need_input and _input_grad_route(g, weight.shape, cache.padding,
-                                                cache.dilation) == "conv"
+    by_conv = need_input and _input_grad_route(g, weight.shape, cache.padding, cache.dilation,
+                                                gpu=xp.__name__ != "numpy") == "conv"
     col2im_dx = need_input and not by_conv                    # dL/dI block by block below
     dx = xp.empty(x.shape, dtype=x.dtype) if col2im_dx else None
     wt = weight.reshape(o, g.k).T
