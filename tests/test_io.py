@@ -306,6 +306,8 @@ BAD_FILES = {
     "not numcnn format": (lambda: _meta_with(format="other/2"), "not a numcnn model file"),
     "no metadata at all": (lambda: nio.encode_safetensors(_parts()[0], {}), "not a numcnn model file"),
     "bad normalization": (lambda: _meta_with(normalization='{"mean": [0.5], "std": [0.0]}'), "bad normalization"),
+    "normalization std beyond float32": (lambda: _meta_with(normalization='{"mean": [0.5], "std": [1e300]}'),
+                                         "bad normalization"),
     "normalization of wrong size": (lambda: _meta_with(normalization='{"mean": [1, 2, 3], "std": [1, 2, 3]}'),
                                     "bad normalization"),
     "classes not names": (lambda: _meta_with(classes='{"a": 1}'), "'classes' must be a list"),

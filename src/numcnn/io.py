@@ -356,12 +356,13 @@ def model_from_parts(tensors, meta, where):
     norm = _json_meta(meta, "normalization", where)
     if norm is not None:
         try:
-            mean = np.asarray(norm["mean"], dtype=np.float32)
-            std = np.asarray(norm["std"], dtype=np.float32)
+            with np.errstate(over="ignore"):          # too big for float32: inf, refused below
+                mean = np.asarray(norm["mean"], dtype=np.float32)
+                std = np.asarray(norm["std"], dtype=np.float32)
         except (KeyError, TypeError, ValueError, OverflowError):
             raise ModelFileError(f"{where}: bad normalization metadata {norm!r}") from None
         if model.input_shape and mean.size not in (1, model.input_shape[0]) or mean.shape != std.shape \
-                or not np.all(np.isfinite(mean)) or not np.all(std > 0):
+                or not np.all(np.isfinite(mean)) or not np.all(np.isfinite(std)) or not np.all(std > 0):
             raise ModelFileError(f"{where}: bad normalization metadata {norm!r}")
         model.normalization = (mean, std)
     classes = _json_meta(meta, "classes", where)
