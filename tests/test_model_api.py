@@ -133,3 +133,36 @@ def test_running_misuse_is_a_clear_error():
         m.evaluate(x, np.array([0, 1]), k="a")
     with pytest.raises(DTypeError, match="t.numpy"):
         m.evaluate(torch.zeros(2, 1, 8, 8), np.array([0, 1]))
+
+
+def test_backward_can_return_the_input_gradient_and_it_matches_torch():
+    """dL/dx of the data (a saliency map) on request; the parameter gradients are the same."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from run import to_torch
+    model = models.lenet5(rng=3)
+    r = np.random.default_rng(3)
+    x, y = r.random((4, 1, 28, 28), dtype=np.float32), r.integers(0, 10, 4)
+    loss = CrossEntropy()
+    loss.forward(model.forward(x), y)
+    assert model.backward(loss.backward()) is None                  # by default: not computed
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    loss.forward(model.forward(x), y)
+    dx = model.backward(loss.backward(), input_grad=True)
+    tmodel = to_torch(model)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    torch.nn.functional.cross_entropy(tmodel(xt), torch.from_numpy(y)).backward()
+    assert dx.shape == x.shape and dx.dtype == np.float32
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-4, atol=1e-7)
+    for g, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(g, p.grad)
+    assert model.layers[0].needs_input_grad is False                 # back to the default
+
+
+def test_backward_refuses_a_gradient_of_another_dtype():
+    model = models.digits_cnn()
+    out = model.forward(np.zeros((2, 1, 8, 8), np.float32))
+    with pytest.raises(DTypeError, match="float64 gradient for a float32 output"):
+        model.backward(np.zeros(out.shape))

@@ -145,11 +145,23 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad):
-        """Back through every layer in reverse; returns dL/dx (None if no layer needs it)."""
+    def backward(self, grad, input_grad=False):
+        """Back through every layer in reverse, filling every parameter's ``grad``.
+
+        Returns dL/dx, the gradient with respect to the model's input, when ``input_grad`` is
+        True (e.g. a saliency map: which pixels the loss is most sensitive to); otherwise None,
+        and the first layer skips computing it (nobody trains the data).
+        """
         if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
             raise ShapeError(f"Sequential.backward: expected dL/d(output) as an array shaped like "
                              f"the forward output, got {type(grad).__name__}")
+        first = self.layers[0]
+        if input_grad and hasattr(first, "needs_input_grad"):
+            first.needs_input_grad = True
+            try:
+                return self.backward(grad)
+            finally:
+                first.needs_input_grad = False
         if getattr(self, "_out_cnhw", False):
             grad = grad.transpose(1, 0, 2, 3)
         for layer in reversed(self.layers):

@@ -216,7 +216,7 @@ def _remember_output_shape(forward):
     @functools.wraps(forward)
     def wrapper(self, x, training=True, layout="NCHW"):
         out = forward(self, x, training, layout)
-        self._out_shape = tuple(out.shape)
+        self._out_shape, self._out_dtype = tuple(out.shape), out.dtype
         return out
     return wrapper
 
@@ -230,6 +230,11 @@ def _check_grad_shape(backward):
             raise ShapeError(f"{self!r}: backward() got a gradient of shape {tuple(got)} but the "
                              f"forward output had shape {expected}; pass dL/d(output) of the "
                              "same shape as the output")
+        dtype = getattr(self, "_out_dtype", None)
+        if dtype is not None and getattr(grad_out, "dtype", dtype) != dtype:
+            raise DTypeError(f"{self!r}: backward() got a {grad_out.dtype} gradient for a {dtype} "
+                             f"output; numcnn never mixes them silently: pass dL/d(output) as "
+                             f"{dtype} (grad.astype(numpy.{dtype}))")
         return backward(self, grad_out)
     return wrapper
 
