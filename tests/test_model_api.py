@@ -113,6 +113,11 @@ def test_bad_dtypes_are_config_errors(dtype):
     (lambda: models.lenet5(image_size=12), r"image_size must be an int >= 16"),
     (lambda: models.mnist_small(image_size="28"), "image_size must be an int >= 4"),
     (lambda: numcnn.training.Trainer(models.digits_cnn(), loss="mse"), "CrossEntropy"),
+    (lambda: Conv2D(1, 2, 3, bias="no"), "bias must be True or False, got 'no'"),
+    (lambda: Dense(2, 2, bias=None), "bias must be True or False"),
+    (lambda: models.digits_cnn().forward(np.zeros((1, 1, 8, 8), np.float32), training="no"),
+     "training must be True or False"),
+    (lambda: ReLU().forward(np.zeros((1, 2)), layout="NHWC"), "layout must be 'NCHW'"),
 ])
 def test_construction_misuse_is_a_config_error(make, fragment):
     with pytest.raises(ConfigError, match=fragment):

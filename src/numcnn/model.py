@@ -6,7 +6,8 @@ import numpy as np
 from .backend import get_array_module, keep_freed_memory, to_numpy
 from .errors import ConfigError, DTypeError, NumcnnError, ShapeError
 from .functional import softmax
-from .layers.base import Layer, check_dtype, check_finite, layer_from_config, layer_to_config
+from .layers.base import (Layer, check_bool, check_dtype, check_finite, layer_from_config,
+                          layer_to_config)
 
 
 def _check_input_shape(input_shape):
@@ -127,7 +128,8 @@ class Sequential:
         ``training``: True or False for this call; None (default) follows :meth:`train` /
         :meth:`eval` (training unless ``model.eval()`` was called).
         """
-        training = self.training if training is None else bool(training)
+        training = self.training if training is None else check_bool(training, "training",
+                                                                       "Sequential.forward")
         if not hasattr(x, "shape") or not isinstance(getattr(x, "dtype", None), np.dtype):
             raise ShapeError(f"Sequential.forward: expected a NumPy (or CuPy) array, got "
                              f"{type(x).__module__}.{type(x).__name__}; convert it first "

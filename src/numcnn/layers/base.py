@@ -215,6 +215,10 @@ def _on_current_backend(init):
 def _remember_output_shape(forward):
     @functools.wraps(forward)
     def wrapper(self, x, training=True, layout="NCHW"):
+        check_bool(training, "training", repr(self))
+        if layout not in ("NCHW", "CNHW"):
+            raise ConfigError(f"{self!r}: layout must be 'NCHW' (or 'CNHW' inside Sequential), got "
+                              f"{layout!r}; numcnn's tensors are (N, C, H, W)")
         out = forward(self, x, training, layout)
         self._out_shape, self._out_dtype = tuple(out.shape), out.dtype
         return out
@@ -268,6 +272,13 @@ def check_dtype(dtype, layer):
     if dt is None or not (dt == np.float32 or dt == np.float64):
         raise ConfigError(f"{layer}: dtype must be float32 or float64, got {dtype!r}")
     return dt
+
+
+def check_bool(value, name, layer):
+    """True or False (a string such as 'no' would silently count as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{layer}: {name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_finite_number(value, name, layer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
 from ..init import as_generator, init_bias, init_weight
-from .base import Layer, Parameter, check_dtype, check_positive_int
+from .base import Layer, Parameter, check_bool, check_dtype, check_positive_int
 
 
 class Conv2D(Layer):
@@ -45,6 +45,7 @@ class Conv2D(Layer):
         shape = (self.out_channels, self.in_channels) + self.kernel_size
         self.weight = Parameter(init_weight(shape, init, rng, dtype), "weight")
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        bias = check_bool(bias, "bias", "Conv2D")
         self.bias = Parameter(init_bias(self.out_channels, fan_in, init, rng, dtype), "bias") if bias else None
         self._cache = None
         self.needs_input_grad = True

@@ -5,7 +5,7 @@ import math
 
 from .. import functional as F
 from ..init import as_generator, init_bias, init_weight
-from .base import Layer, Parameter, check_dtype, check_positive_int
+from .base import Layer, Parameter, check_bool, check_dtype, check_positive_int
 
 
 class Dense(Layer):
@@ -25,6 +25,7 @@ class Dense(Layer):
         rng = as_generator(rng)
         self.init = init
         self.weight = Parameter(init_weight((self.out_features, self.in_features), init, rng, dtype), "weight")
+        bias = check_bool(bias, "bias", "Dense")
         self.bias = Parameter(init_bias(self.out_features, self.in_features, init, rng, dtype), "bias") if bias else None
         self._cache = None
         self.needs_input_grad = True
