@@ -124,7 +124,9 @@ def test_use_cupy_reaches_loaded_models_and_bare_layers(tmp_path):
 def test_mixing_devices_is_a_device_error_naming_the_fix():
     cpu, gpu = numcnn.models.digits_cnn(), numcnn.models.digits_cnn().to("gpu")
     x = np.zeros((2, 1, 8, 8), np.float32)
-    with pytest.raises(numcnn.errors.DeviceError, match=r"input is on the cpu .* on the gpu"):
+    with pytest.raises(numcnn.errors.DeviceError, match=r"input is on the cpu .* on the gpu; move "
+                                                        r"the input \(cupy.asarray\(x\)\) or "
+                                                        r"the model \(model.to\('cpu'\)\)"):
         gpu.forward(x)
     with pytest.raises(numcnn.errors.DeviceError, match=r"input is on the gpu .* on the cpu"):
         cpu.forward(cupy.asarray(x))

@@ -464,6 +464,16 @@ def test_int32_image_beyond_16_bits_is_refused(tmp_path):
         load_image(tmp_path / "n.tif")
 
 
+def test_int32_tiff_holding_8_bit_values_is_kept_but_a_16_bit_pgm_is_scaled(tmp_path):
+    Image.fromarray(np.array([[0, 7], [128, 252]], dtype=np.int32)).save(tmp_path / "i8.tif")
+    np.testing.assert_array_equal(load_image(tmp_path / "i8.tif")[0], [[0, 7], [128, 252]])
+    # a 16-bit PGM (maxval 65535) whose pixels happen to be small is still 16-bit: 252 -> 1
+    (tmp_path / "p.pgm").write_bytes(b"P5 2 1 65535\n" + np.array([252, 65535], ">u2").tobytes())
+    with Image.open(tmp_path / "p.pgm") as im:
+        assert im.mode in ("I", "I;16", "I;16B")
+    np.testing.assert_array_equal(load_image(tmp_path / "p.pgm")[0], [[1, 255]])
+
+
 def test_image_folder_of_16bit_and_float_images(tmp_path):
     _save_deep(tmp_path / "a" / "d16.png", np.array([[0, 32768], [65535, 257]], dtype=np.uint16))
     _save_deep(tmp_path / "b" / "f.tif", np.array([[0.5, 1.0], [0.0, 0.25]], dtype=np.float32))
@@ -587,12 +597,23 @@ def test_image_folder_split_names_are_splits_not_classes(train, test, tmp_path):
     np.testing.assert_array_equal(ds.y_test, [0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("folders", [("train",), ("train", "val", "test"), ("train", "cat")])
+@pytest.mark.parametrize("folders", [("train",), ("train", "test", "Test"), ("train", "cat"),
+                                     ("val", "test")])
 def test_image_folder_with_split_folders_that_do_not_pair_up_is_refused(folders, tmp_path):
     for f in folders:
         _save(tmp_path / f / "cat" / "0.png", _grey())
-    with pytest.raises(DataError, match="exactly one training folder .* and one test folder"):
+    with pytest.raises(DataError, match="one training folder .* and one test folder"):
         datasets.load(tmp_path)
+
+
+def test_image_folder_with_train_val_and_test_uses_train_and_test(tmp_path):
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+        for c in ("cat", "dog"):
+            for i in range(n):
+                _save(tmp_path / split / c / f"{i}.png", _grey(seed=i))
+    ds = datasets.load_dataset(tmp_path)
+    assert ds.classes == ("cat", "dog")
+    assert len(ds.x_train) == 6 and len(ds.x_test) == 4
 
 
 def test_load_image_folder_with_and_without_split(tmp_path):

@@ -387,6 +387,20 @@ def test_model_files_get_the_usual_permissions_and_keep_existing_ones(tmp_path):
         os.umask(old)
 
 
+def test_saving_works_where_the_file_system_refuses_chmod(tmp_path, monkeypatch):
+    """vfat or CIFS mounts refuse chmod; keeping a replaced file's mode is best effort there."""
+    m = tiny_model()
+    m.save(tmp_path / "m.safetensors")
+
+    def refuse(*a, **k):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(os, "chmod", refuse)
+    monkeypatch.delattr(os, "fchmod", raising=False)       # as on Windows before Python 3.13
+    m.save(tmp_path / "m.safetensors")
+    assert nio.load_model(tmp_path / "m.safetensors").config() == m.config()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
 @pytest.mark.parametrize("path", [None, 3, "folder"])
 def test_saving_or_loading_something_that_is_not_a_file_path_is_a_clear_error(path, tmp_path):
     m = tiny_model()

@@ -118,7 +118,12 @@ def test_bad_dtypes_are_config_errors(dtype):
     (lambda: models.digits_cnn().forward(np.zeros((1, 1, 8, 8), np.float32), training="no"),
      "training must be True or False"),
     (lambda: ReLU().forward(np.zeros((1, 2)), layout="NHWC"), "layout must be 'NCHW'"),
+    (lambda: models.digits_cnn().train("no"), "mode must be True or False"),
+    (lambda: Sequential([Flatten(), Dense(4, 2)], input_shape=(1, 2, 2), classes="ab"),
+     "classes must be a list of names"),
+    (lambda: Sequential([Flatten(), Dense(4, 2)], classes=range(2)), "not all strings"),
 ])
+
 def test_construction_misuse_is_a_config_error(make, fragment):
     with pytest.raises(ConfigError, match=fragment):
         make()
@@ -127,10 +132,10 @@ def test_construction_misuse_is_a_config_error(make, fragment):
 def test_running_misuse_is_a_clear_error():
     m = models.digits_cnn()
     x = np.zeros((2, 1, 8, 8), np.float32)
-    with pytest.raises(ShapeError, match=r"expected a NumPy \(or CuPy\) array, got torch.Tensor"):
-        m.forward(torch.zeros(2, 1, 8, 8))
-    with pytest.raises(ShapeError, match="expected a NumPy"):
-        m.layers[0].forward(torch.zeros(2, 1, 8, 8))
+    for call in (m.forward, m.layers[0].forward, m.predict):    # one error for one mistake
+        with pytest.raises(DTypeError, match=r"expected a NumPy \(or CuPy\) array, got "
+                                             r"torch.Tensor; .* x.numpy\(\)"):
+            call(torch.zeros(2, 1, 8, 8))
     m.forward(x)
     with pytest.raises(ShapeError, match="got NoneType"):
         m.backward(None)
@@ -171,3 +176,16 @@ def test_backward_refuses_a_gradient_of_another_dtype():
     out = model.forward(np.zeros((2, 1, 8, 8), np.float32))
     with pytest.raises(DTypeError, match="float64 gradient for a float32 output"):
         model.backward(np.zeros(out.shape))
+
+
+def test_sequential_takes_any_iterable_of_layers():
+    m = Sequential((layer for layer in [Flatten(), Dense(4, 2)]), input_shape=(1, 2, 2))
+    assert len(m.layers) == 2
+
+
+def test_saving_class_names_that_are_not_strings_is_refused_before_writing(tmp_path):
+    m = models.digits_cnn()
+    m.classes = list(range(10))
+    with pytest.raises(ConfigError, match="not all strings"):
+        m.save(tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()

@@ -300,6 +300,30 @@ def test_training_validation_evaluate_and_predict_prepare_images_the_same_way(sm
     assert ev["accuracy"] > 0.5                          # it learned: the two agree on something real
 
 
+def test_resuming_a_uint8_checkpoint_with_float_images_is_refused(small, tmp_path):
+    """The checkpoint's model normalises raw images; float data is taken as prepared, so the
+    run would silently change its inputs (and checkpoints from numcnn versions that normalised
+    float data too look the same)."""
+    (xtr, ytr), _ = small
+    Trainer(models.digits_cnn(), epochs=1, batch_size=32, out_dir=str(tmp_path),
+            progress=False).fit((xtr, ytr))
+    model = models.digits_cnn()
+    before = params_of(model)
+    with pytest.raises(StateError, match="this data is float, taken as prepared"):
+        Trainer(model, epochs=2, batch_size=32, progress=False).fit(
+            (xtr.astype(np.float32) / 16, ytr), resume=str(tmp_path / "checkpoint.safetensors"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, params_of(model)))
+
+
+def test_fit_checks_the_class_names_before_the_first_step(small, tmp_path):
+    (xtr, ytr), _ = small
+    model = models.digits_cnn()
+    model.classes = ["a", "b"]
+    with pytest.raises(ConfigError, match="fit: model.classes has 2 class names for a model with 10"):
+        Trainer(model, epochs=1, batch_size=32, out_dir=str(tmp_path), progress=False).fit((xtr, ytr))
+    assert not any(tmp_path.iterdir())
+
+
 def test_fit_checks_validation_images_before_the_first_step(small):
     (xtr, ytr), (xva, yva) = small
     for bad, err, text in [(xva[:, :, :6], ShapeError, "fit (validation data): the model takes "

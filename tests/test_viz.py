@@ -318,6 +318,12 @@ def test_plot_history_of_one_epoch_has_one_whole_epoch_tick(tmp_path, monkeypatc
     assert seen and all(t == [1.0] for t in seen)
 
 
+def test_plot_confusion_at_a_high_dpi_shrinks_its_default_size_to_fit(tmp_path):
+    path = viz.plots.plot_confusion(np.eye(20, dtype=int) * 3, path=tmp_path / "c.png", dpi=600)
+    with Image.open(path) as png:
+        assert max(png.size) <= 8000 and max(png.size) > 7000
+
+
 def test_apply_kernels_refuses_even_kernels():
     with pytest.raises(ShapeError, match="odd"):
         viz.apply_kernels(np.zeros((5, 5)), {"even": np.ones((2, 2))})
@@ -384,8 +390,8 @@ def test_plot_confusion_1000_classes_is_bounded_and_quick(tmp_path):
     with pytest.raises(ConfigError, match=r"552x552 inches at dpi 100 is a 55200x55200-pixel.*"
                                           r"at most 8000 pixels a side.*lower figsize or dpi"):
         viz.plot_confusion(m, None, tmp_path / "huge.png", figsize=(552, 552))
-    with pytest.raises(ConfigError, match=r"dpi 500 is a 10000x10000-pixel"):
-        viz.plot_confusion(m, None, tmp_path / "huge.png", dpi=500)     # default 20 inches
+    # a high dpi shrinks the default 20 inches to fit 8000 pixels instead of refusing
+    assert png_size(viz.plot_confusion(np.eye(40), None, tmp_path / "hi.png", dpi=500)) == (8000, 8000)
     with pytest.raises(ConfigError, match="positive"):
         viz.plot_confusion(m, None, tmp_path / "bad.png", figsize=(0, 4))
     assert not (tmp_path / "huge.png").exists() and not (tmp_path / "bad.png").exists()

@@ -243,25 +243,30 @@ def _same_image_shape(train, test, where):
 
 #: Folder names that mean a split, not a class (compared in lower case).
 _TRAIN_DIRS = ("train", "training")
-_TEST_DIRS = ("test", "testing", "val", "valid", "validation")
+_TEST_DIRS = ("test", "testing")
+_VAL_DIRS = ("val", "valid", "validation")
 
 
 def _split_dirs(d: Path):
-    """``(train_dir, test_dir)`` when ``d`` holds one training and one test/validation folder,
-    None when it holds class folders only; a DataError for anything in between, so images are
-    never labelled by the name of their split."""
+    """``(train_dir, test_dir)`` when ``d`` holds a training folder and a test (or, without
+    one, a validation) folder, None when it holds class folders only; a DataError for anything
+    in between, so images are never labelled by the name of their split.  With train/, val/
+    and test/, numcnn uses train/ and test/ (its test split is also what it validates on)."""
     subs = [c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")]
-    train = [c for c in subs if c.name.lower() in _TRAIN_DIRS]
-    test = [c for c in subs if c.name.lower() in _TEST_DIRS]
-    if not train and not test:
+    kinds = {k: [c for c in subs if c.name.lower() in names]
+             for k, names in (("train", _TRAIN_DIRS), ("test", _TEST_DIRS), ("val", _VAL_DIRS))}
+    split_like = sum(len(v) for v in kinds.values())
+    if not split_like:
         return None
-    names = ", ".join(sorted(c.name + "/" for c in subs))
-    if len(train) == 1 and len(test) == 1 and len(subs) == 2:
+    train, test = kinds["train"], kinds["test"] or kinds["val"]
+    if len(train) == 1 and len(test) == 1 and split_like == len(subs) and len(kinds["test"]) <= 1 \
+            and len(kinds["val"]) <= 1:
         return train[0], test[0]
+    names = ", ".join(sorted(c.name + "/" for c in subs))
     raise DataError(f"{d}: holds {names}; numcnn reads either class folders (split 80/20 "
-                    "itself) or exactly one training folder (train/) and one test folder "
-                    "(test/ or val/) of class folders - point at the training folder alone to "
-                    "split it, or arrange the folders that way")
+                    "itself) or one training folder (train/) and one test folder (test/ or "
+                    "val/) of class folders - point at the training folder alone to split it, "
+                    "or arrange the folders that way")
 
 
 def _load_image_dir(d: Path, size, mode, test_fraction, seed, classes=None):

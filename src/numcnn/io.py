@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import struct
-import tempfile
 
 import numpy as np
 
@@ -41,31 +41,44 @@ def _as_path(path, what):
     return os.fsdecode(os.fspath(path))
 
 
-def _new_file_mode(path):
-    """An existing file keeps its permissions; a new one gets 0666 minus the umask, as open()
-    would give it (mkstemp's private 0600 would lock other users out of shared models)."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
+def _temp_file(folder):
+    """``(fd, path)`` of a new ``.tmp-*.part`` file in ``folder``, created with mode 0666 so the
+    process's umask applies as for any new file (mkstemp's private 0600 would lock other users
+    out of shared models)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(6)}.part")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder!r}")   # pragma: no cover
 
 
 def atomic_write(path, data: bytes):
-    """Write ``data`` to ``path`` via temp file + fsync + rename (never a half-written file)."""
+    """Write ``data`` to ``path`` via temp file + fsync + rename (never a half-written file).
+
+    A file that is replaced keeps its permissions (where the file system allows chmod)."""
     path = _as_path(path, "write")
     if os.path.isdir(path):
         raise ConfigError(f"cannot write {path!r}: it is a folder; give a file name inside it")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
+    fd, tmp = _temp_file(folder)
     try:
-        os.fchmod(fd, _new_file_mode(path))
+        try:
+            keep = os.stat(path).st_mode & 0o7777
+        except OSError:
+            keep = None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep is not None:
+            try:
+                os.chmod(tmp, keep)
+            except OSError:                  # e.g. vfat, CIFS: the new file's mode will do
+                pass
         os.replace(tmp, path)
     except BaseException:
         try:

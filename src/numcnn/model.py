@@ -6,8 +6,8 @@ import numpy as np
 from .backend import get_array_module, keep_freed_memory, to_numpy
 from .errors import ConfigError, DTypeError, NumcnnError, ShapeError
 from .functional import softmax
-from .layers.base import (Layer, check_bool, check_dtype, check_finite, layer_from_config,
-                          layer_to_config)
+from .layers.base import (Layer, check_array, check_bool, check_dtype, check_finite,
+                          layer_from_config, layer_to_config)
 
 
 def _check_input_shape(input_shape):
@@ -46,7 +46,8 @@ def _check_normalization(value, input_shape):
 class Sequential:
     """A model that applies ``layers`` in order.
 
-    ``forward(x, training=True)`` runs them front to back and ``backward(grad)`` back to front,
+    ``forward(x)`` runs them front to back (training unless :meth:`eval` was called, or as
+    ``training=`` says) and ``backward(grad)`` back to front,
     each layer turning dL/d(its output) into dL/d(its input) and filling its parameters' grads.
 
     Args:
@@ -66,10 +67,13 @@ class Sequential:
     internal_layout = "CNHW"
 
     def __init__(self, layers, input_shape=None, normalization=None, classes=None, device=None):
-        if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
+        try:
+            if isinstance(layers, (Layer, str, bytes)):
+                raise TypeError
+            layers = list(layers)                       # a list, tuple, generator...
+        except TypeError:
             raise ConfigError(f"Sequential: pass a list of layers, e.g. Sequential([Conv2D(...), "
-                              f"ReLU()]), got {type(layers).__name__}")
-        layers = list(layers)
+                              f"ReLU()]), got {type(layers).__name__}") from None
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"Sequential: item {i} is {type(layer).__name__}, not a numcnn layer")
@@ -83,6 +87,9 @@ class Sequential:
         self.training = True                 # model.train() / model.eval(), as in PyTorch
         self.input_shape = _check_input_shape(input_shape)
         self.normalization = normalization
+        if isinstance(classes, (str, bytes)):
+            raise ConfigError(f"Sequential: classes must be a list of names, got the string "
+                              f"{classes!r}")
         self.classes = list(classes) if classes is not None else None
         for i, layer in enumerate(layers):
             if getattr(layer, "seeded", True) is False:      # Dropout() without a seed: its own
@@ -94,7 +101,7 @@ class Sequential:
             first.needs_input_grad = False   # nobody needs dL/dx of the data
         if self.input_shape is not None:
             self.shapes()                    # validates that the layers fit together
-            self.check_classes(self.classes, "Sequential: got")
+        self.check_classes(self.classes, "Sequential: got")
         from .backend import current
         if device is not None:
             self.to(device)
@@ -115,7 +122,7 @@ class Sequential:
     def train(self, mode=True):
         """Training mode (the default): dropout drops, batch norm uses and updates batch
         statistics.  Returns the model, as PyTorch's ``train()`` does."""
-        self.training = bool(mode)
+        self.training = check_bool(mode, "mode", "Sequential.train")
         return self
 
     def eval(self):
@@ -130,10 +137,7 @@ class Sequential:
         """
         training = self.training if training is None else check_bool(training, "training",
                                                                        "Sequential.forward")
-        if not hasattr(x, "shape") or not isinstance(getattr(x, "dtype", None), np.dtype):
-            raise ShapeError(f"Sequential.forward: expected a NumPy (or CuPy) array, got "
-                             f"{type(x).__module__}.{type(x).__name__}; convert it first "
-                             "(numpy.asarray(x), or x.numpy() for a torch tensor)")
+        check_array(x, "Sequential.forward")
         keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
@@ -151,8 +155,9 @@ class Sequential:
         """Back through every layer in reverse, filling every parameter's ``grad``.
 
         Returns dL/dx, the gradient with respect to the model's input, when ``input_grad`` is
-        True (e.g. a saliency map: which pixels the loss is most sensitive to); otherwise None,
-        and the first layer skips computing it (nobody trains the data).
+        True (e.g. a saliency map: which pixels the loss is most sensitive to).  Otherwise a
+        first Conv2D or Dense layer skips computing it (nobody trains the data) and the result
+        is None; a model starting with another layer returns dL/dx either way.
         """
         if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
             raise ShapeError(f"Sequential.backward: expected dL/d(output) as an array shaped like "
@@ -228,6 +233,7 @@ class Sequential:
         xp = self.xp
         if not hasattr(x, "dtype"):
             x = np.asarray(x)
+        check_array(x, "predict")
         dt = self.dtype
         if x.dtype.kind in "ui":
             if x.dtype != np.uint8:
@@ -288,6 +294,10 @@ class Sequential:
                       advice="give one name per output"):
         """``classes`` (names, or None) must name each of the model's outputs exactly once;
         ``what`` starts the message, e.g. ``"Sequential: got"``."""
+        if classes is not None and (isinstance(classes, (str, bytes)) or not all(
+                isinstance(c, str) for c in classes)):
+            raise error(f"{what} class names that are not all strings ({list(classes)[:5]!r}...); "
+                        "give names such as ['cat', 'dog'] (str(i) for numbered classes)")
         k = self.num_outputs()
         if classes is not None and k is not None and len(classes) != k:
             raise error(f"{what} {len(classes)} class names for a model with {k} outputs; {advice}")

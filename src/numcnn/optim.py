@@ -6,6 +6,8 @@ PyTorch model with the same weights take the same steps.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 
@@ -72,6 +74,14 @@ def _parameter_list(owner, params):
     return params
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_step_count(cls):
+    """Whether ``cls._update`` takes the parameter's step count ``t`` (optimizers written before
+    it existed define ``_update(self, p, state)``)."""
+    params = inspect.signature(cls._update).parameters
+    return len(params) >= 4 or any(p.kind == p.VAR_POSITIONAL for p in params.values())
+
+
 class Optimizer:
     """Base: holds the parameter list, the learning rate and per-parameter state."""
 
@@ -93,10 +103,14 @@ class Optimizer:
             raise StateError(f"{type(self).__name__}.step(): no parameter has a gradient; call "
                              "loss.backward() and model.backward(grad) before step()")
         self.steps += 1
+        with_t = _takes_step_count(type(self))
         for i, (p, st) in enumerate(zip(self.params, self.state)):
             if p.grad is not None:            # a parameter without a gradient is skipped, and
                 self.param_steps[i] += 1      # its step count (Adam's t) stays, as in PyTorch
-                self._update(p, st, self.param_steps[i])
+                if with_t:
+                    self._update(p, st, self.param_steps[i])
+                else:                         # a user's optimizer written as _update(p, state)
+                    self._update(p, st)
 
     def _update(self, p, state, t):
         """Update parameter ``p`` in place from ``p.grad``; ``t`` counts its updates, this one included."""

@@ -332,10 +332,19 @@ class Trainer:
         tensors = {f"optim.{k}": v for k, v in opt.state_arrays().items()}
         save_model(self.model, path, tensors, {"checkpoint": json.dumps(info)})
 
-    def restore(self, path):
-        """Load a checkpoint into this trainer's model and optimizer; returns (epoch, batch, partial)."""
+    def restore(self, path, raw_images=None):
+        """Load a checkpoint into this trainer's model and optimizer; returns (epoch, batch, partial).
+
+        ``raw_images``: whether the data to continue with is uint8 (None: not known, not checked).
+        """
         ck_model, optim_arrays, info = load_checkpoint(path)
         _check_checkpoint_info(info, path, len(self.model.layers))
+        if raw_images is False and ck_model.normalization is not None:
+            raise StateError(f"resume: checkpoint {path!r} was trained on raw uint8 images (it "
+                             "normalises them with stored statistics), or by an older numcnn that "
+                             "normalised float images too; this data is float, taken as prepared, "
+                             "so the run would change its inputs: resume with the same uint8 "
+                             "images, or start fresh")
         if ck_model.config()["layers"] != self.model.config()["layers"]:
             raise StateError(f"resume: checkpoint {path!r} holds a different architecture than the "
                              "model being trained; resume with the same model (or start fresh)")
@@ -389,6 +398,8 @@ class Trainer:
     def fit(self, train, val=None, resume=None):
         """Train; returns the history dict (per-epoch lists under :data:`HISTORY_KEYS`)."""
         model = self.model
+        model.check_classes(model.classes, "fit: model.classes has",
+                            advice="set one name per output before training")
         if isinstance(train, DataLoader):
             loader = train
         else:
@@ -411,7 +422,8 @@ class Trainer:
                 _check_labels(val[1], "fit (validation data)", k)
         start_epoch, start_batch, partial = 0, 0, None
         if resume is not None:
-            start_epoch, start_batch, partial = self.restore(resume)
+            start_epoch, start_batch, partial = self.restore(
+                resume, None if isinstance(train, DataLoader) else raw)
             if start_batch > len(loader):
                 raise StateError(f"resume: checkpoint {resume!r} stopped at batch {start_batch} of "
                                  f"epoch {start_epoch + 1} but this data has {len(loader)} batches "

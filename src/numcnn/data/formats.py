@@ -415,7 +415,8 @@ def _deep_to_uint8(img, path: Path) -> np.ndarray:
 
     Pillow's ``convert("L")`` *clips* these modes to 0..255 instead of scaling them, which turns
     a 16-bit picture almost white and a 0..1 float picture black.  Integer images ('I;16*', and
-    'I' when its values fit 16 bits, as Pillow gives 16-bit PGM) are scaled by 255/65535.  Float
+    'I' when its values fit 16 bits, as Pillow gives 16-bit PGM) are scaled by 255/65535, except
+    an 'I' picture other than PGM whose values all fit 0..255, which is kept as it is.  Float
     images ('F') are scaled by 255 when every value is within 0..1 and kept when within 0..255
     (decided per image); anything else is refused rather than guessed.  Rounds to nearest,
     halves up.
@@ -440,7 +441,10 @@ def _deep_to_uint8(img, path: Path) -> np.ndarray:
                 f"{path}: integer image (Pillow mode {img.mode!r}) holds values from {lo} to "
                 f"{hi}; numcnn reads deep integer images as 16-bit (0..65535, scaled to 0..255) "
                 f"- rescale the file to 0..65535 or save it as an 8- or 16-bit image")
-        scaled = a * 255.0 / 65535.0
+        # 'I' (32-bit) from a TIFF holding 0..255 is an 8-bit picture in a wide container; a
+        # 16-bit PGM also opens as 'I' (Pillow scales its maxval to 16 bits): always 16-bit
+        eight_bit = img.mode == "I" and img.format != "PPM" and hi <= 255
+        scaled = a if eight_bit else a * 255.0 / 65535.0
     return np.floor(scaled + 0.5).astype(np.uint8)
 
 

@@ -9,9 +9,10 @@ bounded: one GEMM per block.)
 Our columns are laid out as ``(C, kh, kw, N, H', W')`` so that
 
 * the row index ``(c, i, j)`` matches ``weight.reshape(out_ch, -1)`` (PyTorch's layout), and
-* the columns are filled by ``kh * kw`` strided copies, one per kernel offset ``(i, j)``: for a
-  fixed offset, the values under it at every window position are just a strided slice of the
-  padded input.  There is no Python loop over pixels or samples.
+* the columns are one strided view of the padded input, copied in one go: for a fixed kernel
+  offset ``(i, j)`` the values under it at every window position are just a strided slice of
+  the input, and the view stacks those slices along the ``kh`` and ``kw`` axes without copying.
+  There is no Python loop over pixels or samples.
 
 ``col2im`` is the adjoint (transpose) of ``im2col``: it adds each column entry back onto the
 pixel it was copied from.  Overlapping windows add up, which is exactly the sum over ``j`` in the

@@ -158,10 +158,7 @@ class Layer:
         Messages always show the (N, C, H, W) shape the user knows, whatever ``layout``.
         """
         channel_axis = 0 if layout == "CNHW" and getattr(x, "ndim", 0) == 4 else 1
-        if not hasattr(x, "shape") or not isinstance(getattr(x, "dtype", None), np.dtype):
-            raise ShapeError(f"{self!r}: expected a NumPy (or CuPy) array of shape {what}, got "
-                             f"{type(x).__module__}.{type(x).__name__}; convert it first "
-                             "(numpy.asarray(x), or x.numpy() for a torch tensor)")
+        check_array(x, repr(self), what)
         shape = tuple(x.shape)
         if channel_axis == 0:
             shape = (shape[1], shape[0]) + shape[2:]
@@ -183,9 +180,10 @@ class Layer:
         params = self.parameters()
         if params and get_array_module(params[0].value) is not get_array_module(x):
             here, there = (device_name(get_array_module(a)) for a in (params[0].value, x))
+            move_x = "cupy.asarray(x)" if here == "gpu" else "cupy.asnumpy(x)"
             raise DeviceError(f"{self!r}: the input is on the {there} but the layer's parameters "
-                              f"are on the {here}; move one of them (model.to({here!r}), or "
-                              f"{'cupy.asarray(x)' if here == 'gpu' else 'cupy.asnumpy(x)'})")
+                              f"are on the {here}; move the input ({move_x}) or the model "
+                              f"(model.to({there!r}))")
         if params and params[0].value.dtype != x.dtype:
             raise DTypeError(f"{self!r}: input of shape {shape} is {x.dtype} but the "
                              "layer's parameters are "
@@ -272,6 +270,18 @@ def check_dtype(dtype, layer):
     if dt is None or not (dt == np.float32 or dt == np.float64):
         raise ConfigError(f"{layer}: dtype must be float32 or float64, got {dtype!r}")
     return dt
+
+
+def check_array(x, where, what="(N, C, H, W)"):
+    """``x`` must be a NumPy or CuPy array: not a list (ShapeError), nor another library's
+    tensor (DTypeError: a torch tensor's dtype is not NumPy's), with the conversion to use."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ShapeError(f"{where}: expected an array of shape {what}, got "
+                         f"{type(x).__name__}; convert it with numpy.asarray first")
+    if not isinstance(x.dtype, np.dtype):
+        raise DTypeError(f"{where}: expected a NumPy (or CuPy) array, got "
+                         f"{type(x).__module__}.{type(x).__name__}; convert it first (for a "
+                         "torch tensor: x.numpy())")
 
 
 def check_bool(value, name, layer):

@@ -134,8 +134,8 @@ def plot_confusion(matrix, class_names=None, path="confusion.png", figsize=None,
         path: the PNG to write.
         figsize: inches; by default it grows with K (``max(5, 0.55 K + 2.5)`` square) up to 20
             inches a side.
-        dpi: the picture is ``figsize * dpi`` pixels, at most 8000 a side (more is a
-            ConfigError: lower ``figsize`` or ``dpi``).
+        dpi: the picture is ``figsize * dpi`` pixels, at most 8000 a side: the default size
+            shrinks to fit; a ``figsize`` given with it that would exceed it is a ConfigError.
 
     Returns:
         ``path`` as a string.
@@ -148,6 +148,8 @@ def plot_confusion(matrix, class_names=None, path="confusion.png", figsize=None,
     if len(names) != k:
         raise ShapeError(f"plot_confusion: {len(names)} class names for a {k}x{k} matrix")
     side = min(_CONFUSION_MAX_INCHES, max(5.0, 0.55 * k + 2.5))
+    if figsize is None and isinstance(dpi, (int, float)) and dpi > 0:
+        side = min(side, _CONFUSION_MAX_PIXELS / dpi)      # a high dpi shrinks the default size
     figsize = _bounded_figsize(figsize or (side, side), dpi, "plot_confusion")
     fig = _new_figure(figsize, dpi)
     ax = fig.subplots()
