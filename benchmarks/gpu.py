@@ -31,7 +31,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from run import (GPU_HEADING, LR, MOMENTUM, NETS, build_net, forward_flops,  # noqa: E402
-                 make_data, to_torch)
+                 make_data, numcnn_train_step, to_torch)
 
 BATCHES = (64, 256)
 
@@ -51,7 +51,6 @@ def pair(net, batch, torch_device):
     import cupy
     import torch
 
-    import numcnn
     model, shape = build_net(net)
     tmodel = to_torch(model).to(torch_device)
     model.to("gpu")
@@ -61,16 +60,9 @@ def pair(net, batch, torch_device):
     with torch.no_grad():
         gap = float(np.abs(cupy.asnumpy(model.forward(xg, training=False))
                            - tmodel(xt).cpu().numpy()).max())
-    loss, opt = numcnn.losses.CrossEntropy(), numcnn.optim.SGD(model.parameters(), lr=LR,
-                                                                 momentum=MOMENTUM)
+    n_train = numcnn_train_step(model, xg, yg)
     tloss = torch.nn.CrossEntropyLoss()
     topt = torch.optim.SGD(tmodel.parameters(), lr=LR, momentum=MOMENTUM)
-
-    def n_train():
-        loss.forward(model.forward(xg, training=True), yg)
-        model.backward(loss.backward())
-        opt.step()
-        opt.zero_grad()
 
     def t_train():
         topt.zero_grad()

@@ -19,7 +19,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run import LR, MOMENTUM, NETS, build_net, make_data  # noqa: E402
+from run import NETS, build_net, make_data, numcnn_train_step  # noqa: E402
 
 
 def main(argv=None):
@@ -30,7 +30,6 @@ def main(argv=None):
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
-    import numcnn
     model, shape = build_net(args.net)
     x, y = make_data(shape, args.batch)
     sync = lambda: None  # noqa: E731
@@ -39,15 +38,7 @@ def main(argv=None):
         model.to("gpu")
         x, y = cupy.asarray(x), cupy.asarray(y)
         sync = cupy.cuda.Device().synchronize
-    loss = numcnn.losses.CrossEntropy()
-    opt = numcnn.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-
-    def step():
-        loss.forward(model.forward(x, training=True), y)
-        model.backward(loss.backward())
-        opt.step()
-        opt.zero_grad()
-        sync()
+    step = numcnn_train_step(model, x, y, after=sync)
 
     for _ in range(5):
         step()

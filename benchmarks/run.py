@@ -126,6 +126,22 @@ def load_convnet():
     return cv
 
 
+def numcnn_train_step(model, x, y, after=lambda: None):
+    """A callable: one numcnn training step on ``(x, y)`` (cross-entropy, SGD with momentum, as
+    every benchmark here), then ``after()`` (e.g. a GPU synchronisation)."""
+    import numcnn
+    loss = numcnn.losses.CrossEntropy()
+    opt = numcnn.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def step():
+        loss.forward(model.forward(x, training=True), y)
+        model.backward(loss.backward())
+        opt.step()
+        opt.zero_grad()
+        after()
+    return step
+
+
 def make_data(input_shape, batch, seed=1):
     rng = np.random.default_rng(seed)
     return rng.random((batch,) + tuple(input_shape), dtype=np.float32), rng.integers(0, 10, batch)

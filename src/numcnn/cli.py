@@ -338,7 +338,7 @@ def _parse_kernel(text):
     except ValueError:
         raise ConfigError(f"--kernel must be rows of numbers separated by ';', e.g. '0 -1 0; -1 4 -1; 0 -1 0', got {text!r}") from None
     if not any(rows):
-        raise ConfigError(f"--kernel holds no numbers; give rows separated by ';', e.g. '0 -1 0; -1 4 -1; 0 -1 0'")
+        raise ConfigError("--kernel holds no numbers; give rows separated by ';', e.g. '0 -1 0; -1 4 -1; 0 -1 0'")
     if len({len(r) for r in rows}) != 1:
         raise ConfigError(f"--kernel rows must all have the same length, got {[len(r) for r in rows]} "
                           f"numbers in {text!r}")

@@ -26,8 +26,8 @@ import numpy as np
 
 from .backend import to_numpy
 from .data.loader import DataLoader, compute_normalization
-from .errors import (ConfigError, DTypeError, ModelFileError, NonFiniteError, NumcnnError,
-                     ShapeError, StateError)
+from .errors import (ConfigError, DTypeError, ModelFileError, NonFiniteError, ShapeError,
+                     StateError)
 from .functional import log_softmax
 from .io import atomic_write, load_checkpoint, save_model
 from .losses import CrossEntropy

@@ -145,6 +145,17 @@ def _fsync_dir(d: Path):
         os.close(fd)
 
 
+def _url_list(value):
+    """One URL (a string) or several as a list of non-empty strings; [] when it is neither."""
+    if isinstance(value, str):
+        value = [value]
+    try:
+        urls = list(value)
+    except TypeError:
+        return []
+    return urls if all(isinstance(u, str) and u.strip() for u in urls) else []
+
+
 def _check_timeout(timeout, who):
     """A finite number of seconds > 0 (bools refused), as a float; ConfigError otherwise."""
     ok = isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
@@ -288,14 +299,8 @@ def download(url_or_mirrors, dest_path, sha256: str, *, timeout: float = 30,
     timeout that is not a positive number, a destination that is a folder), before any
     transfer.
     """
-    if isinstance(url_or_mirrors, str):
-        mirrors = [url_or_mirrors]
-    else:
-        try:
-            mirrors = list(url_or_mirrors)
-        except TypeError:
-            mirrors = []
-    if not mirrors or not all(isinstance(u, str) and u for u in mirrors):
+    mirrors = _url_list(url_or_mirrors)
+    if not mirrors:
         raise ConfigError(f"download: need at least one URL, got {url_or_mirrors!r}")
     want = str(sha256).strip().lower()
     if len(want) != 64 or any(ch not in "0123456789abcdef" for ch in want):
@@ -486,16 +491,8 @@ def fetch_dataset(name: str, cache=None, mirrors=None, *, checksums=None, timeou
     if is_fetched(name, cache):
         return d
     timeout = _check_timeout(timeout, "fetch_dataset")
-    if mirrors is None:
-        bases = list(spec["mirrors"])
-    elif isinstance(mirrors, str):
-        bases = [mirrors]
-    else:
-        try:
-            bases = list(mirrors)
-        except TypeError:
-            bases = None
-    if not bases or not all(isinstance(b, str) and b.strip() for b in bases):
+    bases = list(spec["mirrors"]) if mirrors is None else _url_list(mirrors)
+    if not bases:
         raise ConfigError(f"fetch_dataset: mirrors must be a base URL or a list of base URLs "
                           f"(e.g. 'https://host/mnist/'), got {mirrors!r}")
     if checksums is not None and not isinstance(checksums, dict):
