@@ -474,6 +474,23 @@ def test_int32_tiff_holding_8_bit_values_is_kept_but_a_16_bit_pgm_is_scaled(tmp_
     np.testing.assert_array_equal(load_image(tmp_path / "p.pgm")[0], [[1, 255]])
 
 
+@pytest.mark.parametrize("orientation,turn", [(6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1)),
+                                               (3, lambda a: np.rot90(a, 2)), (1, lambda a: a)])
+def test_photos_are_read_the_way_their_exif_orientation_says(orientation, turn, tmp_path):
+    """A phone stores a portrait photo sideways plus an EXIF tag; numcnn shows it upright, and
+    an image folder sizes it by its upright shape."""
+    a = (np.arange(24, dtype=np.uint8).reshape(4, 6) * 10)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(a).save(tmp_path / "photo.png", exif=exif)
+    np.testing.assert_array_equal(load_image(tmp_path / "photo.png")[0], turn(a))
+    (tmp_path / "f" / "x").mkdir(parents=True)
+    Image.fromarray(a).save(tmp_path / "f" / "x" / "0.png", exif=exif)
+    Image.fromarray(np.ascontiguousarray(turn(a))).save(tmp_path / "f" / "x" / "1.png")
+    x, _, _ = read_image_folder(tmp_path / "f")
+    np.testing.assert_array_equal(x[0], x[1])
+
+
 def test_image_folder_of_16bit_and_float_images(tmp_path):
     _save_deep(tmp_path / "a" / "d16.png", np.array([[0, 32768], [65535, 257]], dtype=np.uint16))
     _save_deep(tmp_path / "b" / "f.tif", np.array([[0.5, 1.0], [0.0, 0.25]], dtype=np.float32))

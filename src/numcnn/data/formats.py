@@ -407,7 +407,22 @@ def _open_image(path: Path):
     Image, _ = _pil()
     with _pillow_errors(path, "open", "damaged, too large or not an image"):
         with Image.open(path) as img:
-            return img.mode, (img.height, img.width)
+            h, w = img.height, img.width
+            if _orientation(img) in _SIDEWAYS:            # stored sideways: shown w x h
+                h, w = w, h
+            return img.mode, (h, w)
+
+
+#: EXIF orientations (tag 0x0112) whose picture is stored rotated by 90 degrees
+_SIDEWAYS = (5, 6, 7, 8)
+
+
+def _orientation(img):
+    """The EXIF orientation a camera stored (1 = upright), or 1 when there is none."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except (AttributeError, TypeError, ValueError, OSError, SyntaxError):
+        return 1
 
 
 def _deep_to_uint8(img, path: Path) -> np.ndarray:
@@ -454,6 +469,9 @@ def _decode_image(path: Path, size, mode: str) -> np.ndarray:
     with _pillow_errors(path, "decode", "damaged, truncated or too large"):
         with Image.open(path) as img:
             img.load()
+            if _orientation(img) != 1:      # a phone photo: shown the way its camera said
+                from PIL import ImageOps
+                img = ImageOps.exif_transpose(img)
             if img.mode in _DEEP_MODES:     # scale to 'L' first: convert() would clip
                 img = Image.fromarray(_deep_to_uint8(img, path))
             if img.mode != mode:
