@@ -320,6 +320,18 @@ def test_make_schedule_step_divides_run_in_thirds_like_torch_step_lr():
     assert ours == pytest.approx(theirs, rel=1e-12)
 
 
+@pytest.mark.parametrize("epochs,lrs", [(4, [0.1, 0.1, 0.01, 0.01]), (7, [0.1] * 3 + [0.01] * 3 + [0.001]),
+                                         (2, [0.1, 0.01]), (1, [0.1])])
+def test_make_schedule_step_drops_after_each_third_at_most_twice(epochs, lrs):
+    opt, _ = _pair_of_optimizers(0.1)
+    sched = make_schedule("step", opt, epochs=epochs)
+    got = []
+    for e in range(epochs):
+        sched.set_epoch(e)
+        got.append(opt.lr)
+    assert got == pytest.approx(lrs, rel=1e-12)
+
+
 def test_make_schedule_constant_and_unknown():
     opt, _ = _pair_of_optimizers(0.1)
     s = make_schedule("constant", opt, 5)

@@ -479,6 +479,8 @@ def test_divergence_in_the_last_step_of_an_epoch_is_not_checkpointed(digits, tmp
     nio.load_checkpoint(ck)
     with open(tmp_path / "history.json") as f:
         assert json.load(f)["epoch"] == [1]
+    assert bad.history["epoch"] == [1]              # in memory too: the last good epoch
+    assert all(len(v) == 1 for v in bad.history.values())
 
 
 class _no_numpy_warnings:
@@ -537,3 +539,27 @@ def test_digits_cnn_reaches_97_percent_quickly(digits):
           f"{elapsed:.1f} s of training ({sum(h['time']):.1f} s in epochs)")
     assert acc >= 0.97
     assert elapsed < 60          # the target is 30 s; CI machines vary
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_a_run_that_diverges_at_the_end_of_an_epoch_keeps_only_good_epochs_in_its_history(
+        small, tmp_path, with_val):
+    """The last optimizer step of epoch 2 turns a weight into NaN: epoch 2 is in neither the
+    returned history nor history.json, and the epoch-1 checkpoint stays."""
+    from numcnn.optim import SGD
+    train, val = small
+    model = models.digits_cnn()
+
+    class Poisoned(SGD):
+        def step(self):
+            super().step()
+            if self.steps == 16:                      # 256 images / 32 = 8 steps an epoch
+                self.params[0].value[0, 0, 0, 0] = np.nan
+    t = Trainer(model, optimizer=Poisoned(model.parameters(), lr=0.05), epochs=3, batch_size=32,
+                out_dir=str(tmp_path), progress=False)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 8"):
+        t.fit(train, val if with_val else None)
+    assert t.history["epoch"] == [1] and all(len(v) == 1 for v in t.history.values())
+    with open(tmp_path / "history.json") as f:
+        assert json.load(f)["epoch"] == [1]
+    assert nio.load_checkpoint(tmp_path / "checkpoint.safetensors")[2]["epoch"] == 1

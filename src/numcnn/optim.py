@@ -354,12 +354,13 @@ class ConstantLR(_Schedule):
 
 
 def make_schedule(name, optimizer, epochs):
-    """``"constant"``, ``"step"`` (x0.1 every third of the run) or ``"cosine"`` over ``epochs``."""
+    """``"constant"``, ``"step"`` (x0.1 after each third of the run: every ``ceil(epochs / 3)``
+    epochs, so at most two drops) or ``"cosine"`` over ``epochs``."""
     epochs = _count("make_schedule", "epochs", epochs, 1)
     if name in (None, "constant", "none"):
         return ConstantLR(optimizer)
     if name == "step":
-        return StepLR(optimizer, max(1, epochs // 3), 0.1)
+        return StepLR(optimizer, math.ceil(epochs / 3), 0.1)
     if name == "cosine":
         return CosineLR(optimizer, max(1, epochs))
     raise ConfigError(f"unknown schedule {name!r}; choose constant, step or cosine")

@@ -526,12 +526,17 @@ class Trainer:
         else:
             h["val_loss"].append(None)
             h["val_acc"].append(None)
-        if not math.isfinite(monitor):
-            # the epoch's last steps blew the weights up: never save them as a checkpoint
-            raise self._diverged(epoch, n_batches - 1,
-                                 f"the {'validation' if val is not None else 'training'} loss at the "
-                                 f"end of the epoch is {monitor}")
-        self._check_params_finite(epoch, n_batches - 1)
+        try:
+            if not math.isfinite(monitor):
+                # the epoch's last steps blew the weights up: never save them as a checkpoint
+                raise self._diverged(epoch, n_batches - 1,
+                                     f"the {'validation' if val is not None else 'training'} "
+                                     f"loss at the end of the epoch is {monitor}")
+            self._check_params_finite(epoch, n_batches - 1)
+        except TrainingDiverged:
+            for values in h.values():         # the history, like history.json, ends with the
+                values.pop()                  # last good epoch
+            raise
         if self.progress:
             msg = f"epoch {epoch + 1}: loss {h['train_loss'][-1]:.4f}, acc {h['train_acc'][-1] * 100:.2f}%"
             if val is not None:
