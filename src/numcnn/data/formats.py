@@ -437,25 +437,23 @@ def _deep_to_uint8(img, path: Path) -> np.ndarray:
     halves up.
     """
     a = np.asarray(img, dtype=np.float64)
-    if img.mode == "F":
-        bad = int(np.count_nonzero(~np.isfinite(a)))
-        if bad:
-            raise DataError(f"{path}: float image (Pillow mode 'F') has {bad} NaN or infinite "
-                            f"pixel(s); fix or remove the file")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 255:
-            raise DataError(
-                f"{path}: float image (Pillow mode 'F') holds values from {lo:g} to {hi:g}; "
-                f"numcnn reads float images holding 0..1 (scaled by 255) or 0..255 (kept) - "
-                f"rescale the file to one of those ranges or save it as an 8-bit image")
+    floats = img.mode == "F"
+    if floats and not np.isfinite(a).all():
+        raise DataError(f"{path}: float image (Pillow mode 'F') has "
+                        f"{int(np.count_nonzero(~np.isfinite(a)))} NaN or infinite pixel(s); "
+                        "fix or remove the file")
+    lo, hi = float(a.min()), float(a.max())
+    top, reads, fix = ((255, "float images holding 0..1 (scaled by 255) or 0..255 (kept)",
+                        "one of those ranges or save it as an 8-bit image") if floats else
+                       (65535, "deep integer images as 16-bit (0..65535, scaled to 0..255)",
+                        "0..65535 or save it as an 8- or 16-bit image"))
+    if lo < 0 or hi > top:
+        raise DataError(f"{path}: {'float' if floats else 'integer'} image (Pillow mode "
+                        f"{img.mode!r}) holds values from {lo:g} to {hi:g}; numcnn reads "
+                        f"{reads} - rescale the file to {fix}")
+    if floats:
         scaled = a * 255.0 if hi <= 1.0 else a
     else:
-        lo, hi = int(a.min()), int(a.max())
-        if lo < 0 or hi > 65535:
-            raise DataError(
-                f"{path}: integer image (Pillow mode {img.mode!r}) holds values from {lo} to "
-                f"{hi}; numcnn reads deep integer images as 16-bit (0..65535, scaled to 0..255) "
-                f"- rescale the file to 0..65535 or save it as an 8- or 16-bit image")
         # 'I' (32-bit) from a TIFF holding 0..255 is an 8-bit picture in a wide container; a
         # 16-bit PGM also opens as 'I' (Pillow scales its maxval to 16 bits): always 16-bit
         eight_bit = img.mode == "I" and img.format != "PPM" and hi <= 255
