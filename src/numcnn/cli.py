@@ -325,7 +325,6 @@ def cmd_plot(args):
                                             os.path.join(out, "confusion.png")))
     if conv is not None:
         written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
-    if conv is not None:
         written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png")))
     for p in written:
         _say(f"wrote {p}")

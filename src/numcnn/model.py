@@ -291,14 +291,15 @@ class Sequential:
         return int(out[0]) if out is not None and len(out) == 1 else None
 
     def check_classes(self, classes, what, error=ConfigError,
-                      advice="give one name per output"):
+                      advice="give one name per output", outputs=None):
         """``classes`` (names, or None) must name each of the model's outputs exactly once;
-        ``what`` starts the message, e.g. ``"Sequential: got"``."""
+        ``what`` starts the message, e.g. ``"Sequential: got"``; ``outputs``: the output width
+        when known (else :meth:`num_outputs`)."""
         if classes is not None and (isinstance(classes, (str, bytes)) or not all(
                 isinstance(c, str) for c in classes)):
             raise error(f"{what} class names that are not all strings ({list(classes)[:5]!r}...); "
                         "give names such as ['cat', 'dog'] (str(i) for numbered classes)")
-        k = self.num_outputs()
+        k = self.num_outputs() if outputs is None else outputs
         if classes is not None and k is not None and len(classes) != k:
             raise error(f"{what} {len(classes)} class names for a model with {k} outputs; {advice}")
 

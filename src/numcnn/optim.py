@@ -11,11 +11,9 @@ import inspect
 import math
 import numbers
 
-import numpy as np
-
 from .backend import get_array_module
 from .errors import ConfigError, StateError
-from .layers.base import Layer, Parameter
+from .layers.base import Layer, Parameter, check_bool
 from .model import Sequential
 
 
@@ -191,11 +189,10 @@ class SGD(Optimizer):
                            lambda v: 0 <= v < 1, usual=0.9)
         weight_decay = _number("SGD", "weight_decay", weight_decay, "a finite number >= 0",
                                lambda v: v >= 0)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise ConfigError(f"SGD: nesterov must be True or False, got {nesterov!r}")
+        nesterov = check_bool(nesterov, "nesterov", "SGD")
         if nesterov and momentum <= 0:
             raise ConfigError("SGD: nesterov=True needs momentum > 0")
-        self.momentum, self.nesterov, self.weight_decay = momentum, bool(nesterov), weight_decay
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
     def config(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -362,5 +359,5 @@ def make_schedule(name, optimizer, epochs):
     if name == "step":
         return StepLR(optimizer, math.ceil(epochs / 3), 0.1)
     if name == "cosine":
-        return CosineLR(optimizer, max(1, epochs))
+        return CosineLR(optimizer, epochs)
     raise ConfigError(f"unknown schedule {name!r}; choose constant, step or cosine")

@@ -179,11 +179,6 @@ def _check_writable_folder(path):
                           f"({exc.strerror or exc}); choose another folder") from None
 
 
-def _num_classes(model):
-    """The model's number of outputs, when its input shape says so (else None)."""
-    return model.num_outputs()
-
-
 def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
     """Loss, accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix.
 
@@ -213,9 +208,7 @@ def evaluate(model, x, y, batch_size=256, k=5, class_names=None) -> dict:
         loss_sum += -logp[np.arange(len(yb)), yb].sum()
         probs.append(np.exp(logp))
     names = class_names or model.classes
-    if names is not None and len(names) != logp.shape[1]:
-        raise ConfigError(f"evaluate: {len(names)} class names for a model with {logp.shape[1]} "
-                          "outputs; give one name per output")
+    model.check_classes(names, "evaluate:", outputs=logp.shape[1])
     return classification_report(np.concatenate(probs), y, names, k=k, loss=loss_sum / len(x))
 
 
@@ -283,17 +276,16 @@ class Trainer:
             raise ConfigError(f"patience must be None or an integer >= 0, got {patience!r}")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if loss is not None and not isinstance(loss, CrossEntropy):
+            raise ConfigError(f"loss must be a numcnn.losses.CrossEntropy (the classification "
+                              f"loss numcnn trains with), got {loss!r}")
         from .layers.activation import Softmax
-        if isinstance(loss or CrossEntropy(), CrossEntropy) and model.layers \
-                and isinstance(model.layers[-1], Softmax):
+        if isinstance(model.layers[-1], Softmax):
             raise ConfigError("the model ends in Softmax, but CrossEntropy takes raw logits (it "
                               "applies softmax itself, fused and stable): remove the last Softmax "
                               "layer; predict() still returns probabilities")
         self.model = model
         self.optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
-        if loss is not None and not isinstance(loss, CrossEntropy):
-            raise ConfigError(f"loss must be a numcnn.losses.CrossEntropy (the classification "
-                              f"loss numcnn trains with), got {loss!r}")
         self.loss = loss or CrossEntropy()
         self.schedule_name = schedule
         self.schedule = make_schedule(schedule, self.optimizer, epochs)
@@ -412,7 +404,7 @@ class Trainer:
             loader = DataLoader(x, y, self.batch_size, shuffle=True, seed=self.seed,
                                 normalize=model.normalization if raw else None,
                                 augment=self.augment, dtype=model.dtype)
-        k = _num_classes(model)
+        k = model.num_outputs()
         if not isinstance(train, DataLoader) and k is not None:
             _check_labels(y, "fit", k)
         if val is not None:

@@ -123,15 +123,16 @@ def padded_flat(x, padding, slack):
     return buf, view
 
 
-def _runs(buf, n, c, plane, offset, run, layout):
-    """A ``(C, N, run)`` strided view into ``buf`` starting at ``offset`` in every plane."""
+def _window_runs(buf, n, c, hp, wp, kernel, dilation, out_h, layout):
+    """The ``(C, kh, kw, N, H'*Wp)`` strided view into the padded flat ``buf`` whose
+    ``[c, i, j, n]`` is the run of H'*Wp values under kernel offset ``(i, j)`` in plane
+    ``(n, c)``: what im2col copies out and col2im adds back."""
     xp = get_array_module(buf)
-    item = buf.itemsize
-    if layout == "NCHW":
-        strides = (plane * item, c * plane * item, item)
-    else:
-        strides = (n * plane * item, plane * item, item)
-    return xp.lib.stride_tricks.as_strided(buf[offset:], shape=(c, n, run), strides=strides)
+    item, plane = buf.itemsize, hp * wp
+    sc, sn = (plane, c * plane) if layout == "NCHW" else (n * plane, plane)
+    return xp.lib.stride_tricks.as_strided(
+        buf, shape=(c, kernel[0], kernel[1], n, out_h * wp),
+        strides=(sc * item, dilation[0] * wp * item, dilation[1] * item, sn * item, item))
 
 
 def _split(shape, layout):
@@ -153,13 +154,9 @@ def im2col_wide(x, padding, kernel, dilation, out_h, layout="NCHW", out=None):
     buf, _ = padded_flat(x, padding, slack)
     if out is None:
         out = xp.empty((c, kh, kw, n, out_h, wp), dtype=x.dtype)
-    # one strided view holds every kernel offset's run: (C, kh, kw, N, H'*Wp), copied in one go
-    item, plane = buf.itemsize, hp * wp
-    sc, sn = (plane, c * plane) if layout == "NCHW" else (n * plane, plane)
-    runs = xp.lib.stride_tricks.as_strided(
-        buf, shape=(c, kh, kw, n, out_h * wp),
-        strides=(sc * item, dilation[0] * wp * item, dilation[1] * item, sn * item, item))
-    out.reshape(c, kh, kw, n, out_h * wp)[...] = runs
+    # every kernel offset's runs in one view, copied in one go
+    out.reshape(c, kh, kw, n, out_h * wp)[...] = _window_runs(buf, n, c, hp, wp, kernel,
+                                                             dilation, out_h, layout)
     return out
 
 
@@ -176,9 +173,9 @@ def col2im_wide(dcols, x_shape, padding, dilation, layout="NCHW"):
     slack = (kw - 1) * dilation[1] + 1
     buf = xp.zeros(n * c * hp * wp + slack, dtype=dcols.dtype)
     flat = dcols.reshape(c, kh, kw, n, out_h * wp)
-    for i in range(kh):
+    runs = _window_runs(buf, n, c, hp, wp, (kh, kw), dilation, out_h, layout)
+    for i in range(kh):                 # offsets overlap in buf: one add per offset
         for j in range(kw):
-            v = _runs(buf, n, c, hp * wp, i * dilation[0] * wp + j * dilation[1], out_h * wp, layout)
-            v += flat[:, i, j]
+            runs[:, i, j] += flat[:, i, j]
     dx = buf[:n * c * hp * wp].reshape(x_shape[0], x_shape[1], hp, wp)
     return dx[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
