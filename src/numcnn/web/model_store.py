@@ -83,6 +83,8 @@ class ModelStore:
             for mid, (path, name, source) in found.items():
                 old = self._entries.get(mid)
                 entries[mid] = old if old is not None else Entry(mid, name, source, path)
+            trained_paths = {e.path for e in self._trained.values() if e.path is not None}
+            entries = {k: e for k, e in entries.items() if e.path not in trained_paths}
             entries.update(self._trained)
             self._entries = entries
             self._scanned = time.monotonic()

@@ -76,6 +76,7 @@ class App:
         self.job = None
         self.job_lock = threading.Lock()
         self._datasets = {}
+        self.streams = 0                 # open event streams (the tests check pages close them)
 
     # -- helpers ------------------------------------------------------------------------------
     def dataset(self, name):
@@ -123,7 +124,7 @@ class App:
     # -- API: general -------------------------------------------------------------------------
     async def info(self, request):
         return JSONResponse({
-            "numcnn": __version__, "pages": list(PAGES),
+            "numcnn": __version__, "pages": list(PAGES), "open_streams": self.streams,
             "limits": {"upload_bytes": MAX_UPLOAD, "conv": conv_api.CONV_LIMITS,
                        "conv_padded_max": conv_api.convdemo.MAX_DEMO_SIZE},
             "deck": conv_api.DECK, "kernels": conv_api.kernel_list(),
@@ -256,20 +257,28 @@ class App:
         """Server-sent events: the run's status every half second until it ends or the page
         closes the stream (the page closes it when it is left)."""
         async def stream():
-            last = None
-            while True:
-                if await request.is_disconnected():
-                    return
-                status = self.job.status() if self.job is not None else {"state": "idle"}
-                text = json.dumps(status)
-                if text != last:
-                    yield f"data: {text}\n\n"
-                    last = text
-                if status["state"] not in ("starting", "running", "finishing"):
-                    return
-                await asyncio.sleep(STREAM_INTERVAL)
+            self.streams += 1
+            try:
+                async for item in self._events(request):
+                    yield item
+            finally:
+                self.streams -= 1
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def _events(self, request):
+        last = None
+        while True:
+            if await request.is_disconnected():
+                return
+            status = self.job.status() if self.job is not None else {"state": "idle"}
+            text = json.dumps(status)
+            if text != last:
+                yield f"data: {text}\n\n"
+                last = text
+            if status["state"] not in ("starting", "running", "finishing"):
+                return
+            await asyncio.sleep(STREAM_INTERVAL)
 
     async def api_index(self, request):
         return JSONResponse({"routes": sorted({r.path for r in self.routes if r.path.startswith("/api")}),

@@ -156,3 +156,24 @@ NC.lineChart = function (canvas, title, series, yLabel, fixedMax) {
 };
 
 document.addEventListener("DOMContentLoaded", NC.header);
+
+// Filters (O, C, kh, kw) as one picture: a row per filter and a tile per input channel, or,
+// for one input channel, the filters side by side in rows of `cols`; 1px gaps, white = 0.
+NC.tileFilters = function (canvas, w, shape, cols) {
+  const [O, C, kh, kw] = shape, n = O * C;
+  cols = cols || (C > 1 ? C : Math.min(O, 8));
+  const rows = Math.ceil(n / cols), W = cols * (kw + 1) - 1, H = rows * (kh + 1) - 1;
+  canvas.width = W; canvas.height = H;
+  const ctx = canvas.getContext("2d"), img = ctx.createImageData(W, H);
+  let m = 1e-12;
+  for (let i = 0; i < w.length; i++) m = Math.max(m, Math.abs(w[i]));
+  for (let i = 0; i < img.data.length; i += 4) { img.data[i] = img.data[i + 1] = img.data[i + 2] = 238; img.data[i + 3] = 255; }
+  for (let t = 0; t < n; t++) {
+    const r0 = Math.floor(t / cols) * (kh + 1), c0 = (t % cols) * (kw + 1);
+    for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) {
+      const col = NC.diverging(w[(t * kh + i) * kw + j] / m), p = 4 * ((r0 + i) * W + c0 + j);
+      img.data[p] = col[0]; img.data[p + 1] = col[1]; img.data[p + 2] = col[2];
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+};
