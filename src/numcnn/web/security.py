@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import secrets
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
@@ -47,6 +48,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def token_for(host: str, token=None):
+    """The token a server bound to ``host`` requires: ``token`` if given, a fresh random one
+    for any address other machines can reach, None for a loopback address."""
+    if token is not None:
+        return token
+    return None if is_loopback(host) else secrets.token_urlsafe(24)
 
 
 def allowed_hosts(host: str, port: int) -> set:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from .. import __version__
 from ..errors import ConfigError
 from . import conv_api, lookinside
 from .model_store import ModelStore, prepare_image, value_max_for
-from .security import ApiError, Guard, allowed_hosts, error_handlers, is_loopback, read_body, read_json
+from .security import ApiError, Guard, allowed_hosts, error_handlers, read_body, read_json, token_for
 from .training_job import TrainingJob, check_config, known_datasets
 
 STATIC = Path(__file__).parent / "static"
@@ -343,8 +342,7 @@ def serve(model_path=None, host="127.0.0.1", port=8000, open_browser=False, root
     """Run the server until Ctrl-C.  A non-loopback ``host`` gets a random token (printed)."""
     import socket
     import uvicorn
-    if token is None and not is_loopback(host):
-        token = secrets.token_urlsafe(24)
+    token = token_for(host, token)
     # bind first, so that port 0 ("any free port") gives the real port to the Host check
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
