@@ -119,6 +119,11 @@ NC.lineChart = function (canvas, title, series, yLabel, fixedMax) {
   ctx.clearRect(0, 0, W, H);
   const L = 48, R = 12, T = 26, B = 30;
   const all = series.flatMap(s => s.values.filter(v => v !== null && Number.isFinite(v)));
+  if (!all.length) {
+    ctx.fillStyle = "#757575"; ctx.font = "13px system-ui, sans-serif";
+    ctx.fillText(`${title}: the curves appear when the first epoch ends`, 16, H / 2);
+    return;
+  }
   const n = Math.max(2, ...series.map(s => s.values.length));
   let ymax = fixedMax !== undefined ? fixedMax : Math.max(1e-6, ...all) * 1.05, ymin = 0;
   ctx.fillStyle = "#212121"; ctx.font = "13px system-ui, sans-serif";

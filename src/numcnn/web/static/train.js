@@ -62,7 +62,8 @@
     $("status").textContent = text;
     $("folder").textContent = `run folder: ${s.run_folder}`;
     document.body.dataset.epochsDone = String(h.epoch ? h.epoch.length : 0);
-    if (h.epoch) {
+    if (h.epoch || s.state !== "idle") {
+      h.train_loss = h.train_loss || []; h.val_loss = h.val_loss || []; h.train_acc = h.train_acc || []; h.val_acc = h.val_acc || [];
       NC.lineChart($("loss"), "loss", [{name: "train", values: h.train_loss, colour: "#1565c0"},
                                        {name: "validation", values: h.val_loss, colour: "#e65100", dash: true}]);
       NC.lineChart($("acc"), "accuracy", [{name: "train", values: h.train_acc, colour: "#1565c0"},
