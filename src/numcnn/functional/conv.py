@@ -349,6 +349,8 @@ def conv2d_input_grad(grad_out, weight, x_shape, stride, padding, dilation, layo
                   grad_out.dtype.itemsize, _block_bytes(xp))
     natural = (g.ho, g.wo)
     g.ho, g.wo = grad_out.shape[2:]           # the windows that exist; extra rows get 0
+    if not g.wide:
+        g.width = g.wo
     if natural == (g.ho, g.wo) and _input_grad_route(
             g, weight.shape, padding, dilation, gpu=xp.__name__ != "numpy") == "conv":
         return input_grad_by_conv(grad_out, weight, padding, dilation, layout, groups)
