@@ -235,7 +235,7 @@ def _spec_elements(spec) -> int:
     """Parameter + buffer elements a layer description asks for (0 where its arguments are not
     even integers: the layer's constructor refuses those with its own message)."""
     kind = spec.get("type")
-    if kind == "Conv2D":
+    if kind in ("Conv2D", "ConvTranspose2D"):     # at most cout * (cin * kh * kw + 1)
         cin, cout = _spec_int(spec.get("in_channels")), _spec_int(spec.get("out_channels"))
         k = _spec_pair(spec.get("kernel_size"))
         if cin is None or cout is None or k is None:
@@ -315,10 +315,10 @@ def check_model_size(model, where, error=ModelFileError):
     shape = tuple(model.input_shape)
     for i, (layer, out) in enumerate(model.shapes()):
         sizes = [int(np.prod(out, dtype=object))]
-        pad = getattr(layer, "padding", None)
+        pad = getattr(layer, "pads", None)            # ((top, bottom), (left, right))
         if pad is not None and len(shape) == 3:
             c, h, w = shape
-            sizes.append(c * (h + 2 * pad[0]) * (w + 2 * pad[1]))
+            sizes.append(c * (h + sum(pad[0])) * (w + sum(pad[1])))
             k = getattr(layer, "kernel_size", None)
             if k is not None and len(out) == 3 and hasattr(layer, "in_channels"):
                 sizes.append(c * k[0] * k[1] * out[1] * out[2])      # im2col columns
