@@ -57,11 +57,13 @@ def erf(x):
     """erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt, element-wise, in ``x``'s dtype."""
     xp = get_array_module(x)
     a = xp.abs(x.astype(np.float64))
-    # range 1: |x| < 0.84375
-    z = a * a
-    small = a + a * (_poly(_PP, z) / _poly(_QQ, z))
+    # range 1: |x| < 0.84375 (each range is evaluated on its own clipped copy, so the other
+    # elements, inf included, stay finite there)
+    a1 = xp.minimum(a, 0.84375)
+    z = a1 * a1
+    small = a1 + a1 * (_poly(_PP, z) / _poly(_QQ, z))
     # range 2: 0.84375 <= |x| < 1.25
-    s = a - 1.0
+    s = xp.clip(a, 0.84375, 1.25) - 1.0
     mid = _ERX + _poly(_PA, s) / _poly(_QA, s)
     # range 3: 1.25 <= |x| < 6 (clipped so the other elements stay finite)
     b = xp.clip(a, 1.25, 6.0)

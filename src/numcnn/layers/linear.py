@@ -88,6 +88,9 @@ class Flatten(Layer):
         if self.start_dim >= x.ndim:
             raise ShapeError(f"{self!r}: start_dim {self.start_dim} is past the last axis of "
                              f"a {x.ndim}-D input; use start_dim < {x.ndim}")
+        if self.start_dim == x.ndim - 1:        # nothing to merge: the input as it is
+            self._cache = ("same", x.shape)
+            return x
         if layout == "CNHW" and x.ndim == 4:      # back to each sample's (C, H, W) order
             self._cache = ("CNHW", x.shape)
             x = x.transpose(1, 0, 2, 3)
@@ -99,6 +102,8 @@ class Flatten(Layer):
 
     def backward(self, grad_out):
         layout, shape = self._need_cache()
+        if layout == "same":
+            return grad_out
         if layout == "CNHW":
             c, n, h, w = shape
             return F.flatten_backward(grad_out, (n, c, h, w)).transpose(1, 0, 2, 3).copy()
