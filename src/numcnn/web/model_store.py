@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.formats import load_image
+from ..data.images import load_image
 from ..errors import DataError, NumcnnError
 from ..io import load_model
 from .security import ApiError

@@ -84,7 +84,7 @@ class App:
         if name not in known:
             raise ApiError(400, f"unknown dataset {name!r}; this server knows {', '.join(known)}")
         if name not in self._datasets:
-            from .. import datasets
+            from ..data import datasets
             self._datasets[name] = datasets.load_dataset(name).splits[1]
         return self._datasets[name]
 
@@ -232,11 +232,11 @@ class App:
                         raise ApiError(409, "there is no stopped run with a checkpoint to resume")
                     p = {k: v for k, v in old.cfg.items() if k != "value_max"}
                     p["epochs"] = params.get("epochs", p["epochs"])
-                    cfg, model = check_config(p)
+                    cfg = check_config(p)
                     resume_dir = old.out
                 else:
-                    cfg, model = check_config(params)
-                self.job = TrainingJob(cfg, model, self.root, self.store, resume_dir)
+                    cfg = check_config(params)
+                self.job = TrainingJob(cfg, self.root, self.store, resume_dir)
                 self.job.start()
                 return self.job.status()
         return JSONResponse(await run_in_threadpool(work), status_code=202)
