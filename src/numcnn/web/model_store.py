@@ -34,6 +34,8 @@ SCAN_LIMIT = 200
 RUN_MODEL_FILES = ("model.safetensors", "best.safetensors")
 #: largest picture (pixels) an upload may decode to
 MAX_IMAGE_PIXELS = 25_000_000
+#: a grey picture for a model is first shrunk to at most this many pixels on its long side
+MAX_DRAWING_SIDE = 1024
 _SKIP_DIRS = {"node_modules", "__pycache__", "site-packages", ".git", ".venv", "venv"}
 
 
@@ -190,11 +192,9 @@ def fit_drawing(grey: np.ndarray, out_hw, margin: float) -> np.ndarray:
     filter: each output pixel is the mean of the pixels it covers): the way MNIST
     digits were prepared (20x20 in 28x28)."""
     from PIL import Image
-    ys, xs = np.nonzero(grey > 24)
-    if len(ys) == 0:
-        crop = grey
-    else:
-        crop = grey[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    ink = grey > 24
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    crop = grey if len(rows) == 0 else grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = crop.shape
     side = max(h, w)
     full = int(round(side / (1 - 2 * margin)))
@@ -217,6 +217,11 @@ def prepare_image(entry: Entry, data: bytes, fit: bool, invert: str) -> np.ndarr
         raise ApiError(400, f"invert must be auto, yes or no, got {invert!r}")
     if c == 1:
         grey = decode_upload(data, channels=1)[0]
+        if max(grey.shape) > MAX_DRAWING_SIDE:      # a photo: work on a screen-sized copy
+            from PIL import Image
+            s = MAX_DRAWING_SIDE / max(grey.shape)
+            size = (max(1, round(grey.shape[1] * s)), max(1, round(grey.shape[0] * s)))
+            grey = np.asarray(Image.fromarray(grey).resize(size, Image.BOX), dtype=np.uint8)
         if invert == "yes" or (invert == "auto" and grey.mean() > 127):
             grey = 255 - grey
         if fit:
