@@ -714,3 +714,43 @@ def test_predictions_answer_while_training(trained):
     finally:
         c.post("/api/train/stop")
         _wait(c)
+
+
+# -- the command -------------------------------------------------------------------------------
+def test_numcnn_serve_command_starts_on_loopback_and_stops_on_ctrl_c(trained):
+    import signal
+    import subprocess
+    import urllib.request
+    root = trained[0]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    proc = subprocess.Popen([sys.executable, "-m", "numcnn.cli", "serve", "--port", "0"], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("numcnn serve: http://127.0.0.1:") and "token" not in line, line
+        url = line.split(": ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    assert r.status == 200 and b"Watch a convolution" in r.read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with urllib.request.urlopen(url + "api/models", timeout=10) as r:
+            names = [m["name"] for m in json.loads(r.read())["models"]]
+        assert names == [os.path.join("runs", "digits-run", "model.safetensors")]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+
+
+def test_numcnn_serve_refuses_a_missing_model_file(tmp_path, capsys):
+    from numcnn.cli import main
+    assert main(["serve", "--model", str(tmp_path / "nope.safetensors")]) == 2
+    assert "is not a file" in capsys.readouterr().err

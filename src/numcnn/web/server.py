@@ -370,8 +370,11 @@ def serve(model_path=None, host="127.0.0.1", port=8000, open_browser=False, root
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:           # uvicorn re-raises the Ctrl-C it shut down on: normal end
+        pass
     finally:
         sock.close()
+    print("numcnn serve: stopped", flush=True)
     return 0
 
 
