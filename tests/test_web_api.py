@@ -754,3 +754,51 @@ def test_numcnn_serve_refuses_a_missing_model_file(tmp_path, capsys):
     from numcnn.cli import main
     assert main(["serve", "--model", str(tmp_path / "nope.safetensors")]) == 2
     assert "is not a file" in capsys.readouterr().err
+
+
+def test_train_your_own_architecture(tmp_path):
+    c = make_client(tmp_path)
+    arch = {"input_shape": [1, 8, 8], "layers": [
+        {"type": "Conv2D", "in_channels": 1, "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {"type": "ReLU"}, {"type": "MaxPool2D", "kernel_size": 2}, {"type": "Flatten"},
+        {"type": "Dense", "in_features": 64, "out_features": 10}]}
+    r = c.post("/api/train", json={"dataset": "digits", "model": "architecture", "architecture": arch,
+                                   "epochs": 1})
+    assert r.status_code == 202, r.text
+    s = _wait(c)
+    assert s["state"] == "done", s
+    run = tmp_path / s["run_folder"]
+    assert json.loads((run / "architecture.json").read_text()) == arch
+    from numcnn.io import load_model
+    assert load_model(run / "model.safetensors").config()["layers"][0]["out_channels"] == 4
+    # refused: no architecture, one that does not fit the data, one that is not a model at all
+    assert_json_error(c.post("/api/train", json={"dataset": "digits", "model": "architecture"}),
+                      400, "architecture")
+    bad = {**arch, "layers": arch["layers"][:-1] + [{"type": "Dense", "in_features": 64, "out_features": 3}]}
+    r = c.post("/api/train", json={"dataset": "digits", "model": "architecture", "architecture": bad})
+    assert_json_error(r, 422, "3 outputs", "architecture.json")
+    assert str(tmp_path) not in r.json()["error"]
+    r = c.post("/api/train", json={"dataset": "digits", "model": "architecture",
+                                   "architecture": {"layers": [{"type": "Nope"}]}})
+    assert_json_error(r, 422, "Nope")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.name]   # no leftovers
+
+
+def test_fit_drawing_brings_an_off_centre_digit_back_to_mnist_geometry():
+    """An MNIST digit drawn 10x bigger somewhere on a large pad comes back the way MNIST makes
+    its digits: fitted in a 20x20 box, centre of mass at the centre, close to the original."""
+    from numcnn import datasets
+    from numcnn.web.model_store import fit_drawing
+    _, (xte, _) = datasets.load("mnist-5k")
+    corr = []
+    for i in range(20):
+        pad = np.zeros((400, 400), np.uint8)
+        pad[30:310, 95:375] = np.kron(xte[i, 0], np.ones((10, 10), np.uint8))
+        out = fit_drawing(pad, (28, 28), 0.15).astype(float)
+        ys, xs = np.nonzero(out > 24)
+        assert 17 <= max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 20
+        cy = (out.sum(axis=1) * np.arange(28)).sum() / out.sum()
+        cx = (out.sum(axis=0) * np.arange(28)).sum() / out.sum()
+        assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
+        corr.append(np.corrcoef(out.ravel(), xte[i, 0].ravel())[0, 1])
+    assert np.median(corr) > 0.7, corr       # resampled once more: not pixel for pixel

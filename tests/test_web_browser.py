@@ -102,9 +102,12 @@ def dataset(driver, key):
 
 def full_page_screenshot(driver, path):
     m = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    # the whole window's width: beyond the viewport there is no scroll bar, so the page is laid
+    # out that much wider than the content size measured with one
+    width = max(m["width"], driver.execute_script("return window.innerWidth"))
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": m["width"], "height": min(m["height"], 5000), "scale": 1}})
+        "clip": {"x": 0, "y": 0, "width": width, "height": min(m["height"], 5000), "scale": 1}})
     Path(path).write_bytes(base64.b64decode(shot["data"]))
 
 
@@ -280,7 +283,7 @@ def test_every_page_loads_without_console_errors_fits_the_width_and_is_saved(sit
             wait_for(lambda: browser.find_elements("css selector", ready), what=f"{page} drawn")
             time.sleep(0.3)
             widths = browser.execute_script(
-                "return [document.documentElement.scrollWidth, window.innerWidth]")
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             assert widths[0] <= widths[1], f"{page} scrolls sideways at {size} width: {widths}"
             assert browser.execute_script("return document.querySelector('header nav a.here').getAttribute('href')") == page
             name = page.strip("/") or "convolution"

@@ -187,22 +187,37 @@ def decode_upload(data: bytes, size=None, channels=None) -> np.ndarray:
 
 
 def fit_drawing(grey: np.ndarray, out_hw, margin: float) -> np.ndarray:
-    """Crop a drawing (H, W) uint8, bright ink on dark, to its ink, centre it in a square with
-    ``margin`` (a fraction of the side) on every side and average down to ``out_hw`` (box
-    filter: each output pixel is the mean of the pixels it covers): the way MNIST
-    digits were prepared (20x20 in 28x28)."""
+    """Crop a drawing (H, W) uint8, bright ink on dark, to its ink and bring it to ``out_hw`` the
+    way its dataset's digits were made.  With a ``margin`` (MNIST: the digit fits a 20x20 box
+    in 28x28), the ink is averaged down (box filter) to fit the inner box, keeping its aspect,
+    and placed so that its centre of mass is the image's centre; without one (the 8x8 digits,
+    which fill their box), the ink's square box is averaged down to the whole image."""
     from PIL import Image
     ink = grey > 24
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     crop = grey if len(rows) == 0 else grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     h, w = crop.shape
-    side = max(h, w)
-    full = int(round(side / (1 - 2 * margin)))
-    canvas = np.zeros((full, full), dtype=np.uint8)
-    top, left = (full - h) // 2, (full - w) // 2
-    canvas[top:top + h, left:left + w] = crop
-    img = Image.fromarray(canvas).resize((out_hw[1], out_hw[0]), Image.BOX)
-    return np.asarray(img, dtype=np.uint8)
+    oh, ow = out_hw
+    if margin <= 0:
+        side = max(h, w)
+        canvas = np.zeros((side, side), dtype=np.uint8)
+        top, left = (side - h) // 2, (side - w) // 2
+        canvas[top:top + h, left:left + w] = crop
+        return np.asarray(Image.fromarray(canvas).resize((ow, oh), Image.BOX), dtype=np.uint8)
+    inner = max(1, int(round(min(oh, ow) * (1 - 2 * margin))))
+    s = inner / max(h, w)
+    small = np.asarray(Image.fromarray(crop).resize((max(1, round(w * s)), max(1, round(h * s))),
+                                                    Image.BOX), dtype=np.uint8)
+    sh, sw = small.shape
+    mass = small.astype(np.float64)
+    total = mass.sum() or 1.0
+    cy = (mass.sum(axis=1) * np.arange(sh)).sum() / total
+    cx = (mass.sum(axis=0) * np.arange(sw)).sum() / total
+    top = int(np.clip(round((oh - 1) / 2 - cy), 0, oh - sh))
+    left = int(np.clip(round((ow - 1) / 2 - cx), 0, ow - sw))
+    out = np.zeros((oh, ow), dtype=np.uint8)
+    out[top:top + sh, left:left + sw] = small
+    return out
 
 
 def prepare_image(entry: Entry, data: bytes, fit: bool, invert: str) -> np.ndarray:

@@ -14,6 +14,7 @@ one, so predictions keep a core.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -25,6 +26,7 @@ import numpy as np
 
 from .. import models
 from ..errors import NumcnnError
+from ..files import atomic_write
 from ..training.run import TrainingRun, first_conv
 from .lookinside import pack
 from .security import ApiError
@@ -38,6 +40,9 @@ LIMITS = {"epochs": (1, 200), "batch_size": (1, 1024)}
 MISCLASSIFIED = 24
 #: the last lines of the run's log kept for the page
 LOG_LINES = 20
+#: ``model`` for a run of the person's own architecture (JSON, written into the run folder)
+ARCHITECTURE = "architecture"
+MAX_ARCHITECTURE_BYTES = 256 << 10
 
 
 def known_datasets() -> list:
@@ -65,7 +70,8 @@ def check_config(params: dict) -> dict:
     """The run's settings from the page's JSON, checked; 400/422 with what to change."""
     if not isinstance(params, dict):
         raise ApiError(400, "expected a JSON object with the run's settings")
-    allowed = {"dataset", "model", "epochs", "batch_size", "optimizer", "lr", "seed", "resume"}
+    allowed = {"dataset", "model", "architecture", "epochs", "batch_size", "optimizer", "lr",
+               "seed", "resume"}
     unknown = set(params) - allowed
     if unknown:
         raise ApiError(400, f"unknown field(s) {sorted(unknown)}; a run takes {sorted(allowed)}")
@@ -75,9 +81,18 @@ def check_config(params: dict) -> dict:
         raise ApiError(400, f"unknown dataset {dataset!r}; this server knows {', '.join(known)} "
                        "(others must be downloaded first with the command line)")
     preset = params.get("model", "lenet5" if dataset != "digits" else "digits-cnn")
-    if preset not in models.PRESETS:
-        raise ApiError(400, f"unknown preset {preset!r}; choose one of {', '.join(models.PRESETS)}")
     cfg = {"dataset": dataset, "model": preset}
+    if preset == ARCHITECTURE:
+        arch = params.get("architecture")
+        if not isinstance(arch, dict):
+            raise ApiError(400, "model 'architecture' needs architecture: a JSON object "
+                           "{\"input_shape\": [C, H, W], \"layers\": [...]} (docs/architecture-format.md)")
+        if len(json.dumps(arch)) > MAX_ARCHITECTURE_BYTES:
+            raise ApiError(413, f"the architecture is over {MAX_ARCHITECTURE_BYTES:,} bytes of JSON")
+        cfg["architecture"] = arch
+    elif preset not in models.PRESETS:
+        raise ApiError(400, f"unknown preset {preset!r}; choose one of {', '.join(models.PRESETS)} "
+                       f"or {ARCHITECTURE!r} with an architecture")
     for name, default in (("epochs", 5), ("batch_size", 32)):
         v = params.get(name, default)
         lo, hi = LIMITS[name]
@@ -127,7 +142,13 @@ class TrainingJob:
         self.log = []
         self.result = None
         self.model_id = None
-        self.run = TrainingRun(data=cfg["dataset"], model=cfg["model"], epochs=cfg["epochs"],
+        spec, written = cfg["model"], None
+        if spec == ARCHITECTURE:         # the description goes into the run folder, by our name
+            written = self.out / "architecture.json"
+            made = not self.out.exists()
+            atomic_write(str(written), json.dumps(cfg["architecture"], indent=1).encode())
+            spec = str(written)
+        self.run = TrainingRun(data=cfg["dataset"], model=spec, epochs=cfg["epochs"],
                                batch_size=cfg["batch_size"], optimizer=cfg["optimizer"],
                                lr=cfg["lr"], seed=cfg["seed"], out=str(self.out),
                                resume=str(self.out / "checkpoint.safetensors") if self.resume else None,
@@ -135,7 +156,12 @@ class TrainingJob:
         try:                             # data and model now: a bad combination is a 422 at once
             self.run.prepare()
         except NumcnnError as exc:
-            raise ApiError(422, f"{cfg['model']} on {cfg['dataset']}: {exc}") from None
+            if written is not None and not self.resume:
+                written.unlink(missing_ok=True)
+                if made:
+                    self.out.rmdir()
+            msg = str(exc).replace(str(written), "architecture.json") if written else str(exc)
+            raise ApiError(422, f"{cfg['model']} on {cfg['dataset']}: {msg}") from None
         if not self.resume:              # a resumed run's weights come from its checkpoint later
             self._snapshot_filters(0)
         self.thread = threading.Thread(target=self._run, name="numcnn-train", daemon=True)

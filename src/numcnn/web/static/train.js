@@ -20,6 +20,10 @@
       const body = resume ? {resume: true, epochs: state.epochs} :
         {dataset: state.dataset, model: state.model, epochs: state.epochs, batch_size: state.batch_size,
          optimizer: state.optimizer, lr: state.lr};
+      if (!resume && state.model === "architecture") {
+        try { body.architecture = JSON.parse($("arch").value); }
+        catch (e) { throw new Error("the architecture is not valid JSON: " + e.message); }
+      }
       const s = await NC.post("/api/train", body);
       NC.msg($("error"), "");
       show(s); listen();
@@ -118,18 +122,34 @@
     $("inspect").textContent = `look inside this model (page 3): test accuracy ${(100 * r.accuracy).toFixed(2)}%`;
   }
 
+  // a small CNN for the chosen dataset, as a starting point to edit
+  function example() {
+    const d = info.datasets.find(x => x.name === $("dataset").value) || info.datasets[0];
+    const [c, h, w] = d.shape, flat = 8 * Math.floor(h / 2) * Math.floor(w / 2);
+    return JSON.stringify({input_shape: d.shape, layers: [
+      {type: "Conv2D", in_channels: c, out_channels: 8, kernel_size: 3, padding: 1}, {type: "ReLU"},
+      {type: "MaxPool2D", kernel_size: 2}, {type: "Flatten"},
+      {type: "Dense", in_features: flat, out_features: d.classes.length}]}, null, 1);
+  }
+  function showArch() { $("archbox").style.display = $("model").value === "architecture" ? "" : "none"; }
+
   async function init() {
     state = NC.getState(DEFAULTS);
     info = await NC.api("/api/info");
     for (const d of info.datasets) $("dataset").append(NC.el("option", {value: d.name}, `${d.name} (${d.shape.join("x")})`));
     for (const p of info.presets) $("model").append(NC.el("option", {value: p}, p));
+    $("model").append(NC.el("option", {value: "architecture"}, "your architecture (JSON)"));
     for (const k of ["dataset", "model", "epochs", "batch_size", "optimizer", "lr"]) $(k).value = state[k];
     $("optimizer").addEventListener("change", () => { $("lr").value = LR[$("optimizer").value]; readForm(); });
     $("dataset").addEventListener("change", () => {
       const d = $("dataset").value;
-      $("model").value = d === "digits" ? "digits-cnn" : "lenet5"; readForm();
+      if ($("model").value !== "architecture") $("model").value = d === "digits" ? "digits-cnn" : "lenet5";
+      readForm();
     });
     for (const k of ["model", "epochs", "batch_size", "lr"]) $(k).addEventListener("change", readForm);
+    $("model").addEventListener("change", showArch);
+    $("dataset").addEventListener("change", () => { $("arch").value = example(); showArch(); });
+    $("arch").value = example(); showArch();
     $("start").addEventListener("click", () => start(false));
     $("resume").addEventListener("click", () => start(true));
     $("stop").addEventListener("click", async () => {
