@@ -138,6 +138,12 @@ def test_foreign_origin_is_refused(client, origin):
     assert_json_error(client.post("/api/conv", json={}, headers={"Origin": origin}), 403, "not allowed")
 
 
+def test_a_request_the_browser_marks_cross_site_is_refused(client):
+    assert_json_error(client.get("/api/info", headers={"Sec-Fetch-Site": "cross-site"}), 403, "another site")
+    for same in ("same-origin", "none"):
+        assert client.get("/api/info", headers={"Sec-Fetch-Site": same}).status_code == 200
+
+
 @pytest.mark.parametrize("origin", ["http://127.0.0.1:8000", "http://localhost:8000"])
 def test_own_origin_is_accepted(client, origin):
     assert client.post("/api/conv", json={}, headers={"Origin": origin}).status_code == 200

@@ -2,10 +2,11 @@
 
 * :class:`Guard` (ASGI middleware) refuses a request whose ``Host`` is not one of the server's own
   names (DNS rebinding: a hostile page whose domain resolves to 127.0.0.1 would otherwise read
-  our answers) and one whose ``Origin`` is another site (a hostile page driving the API with
-  ``fetch``/forms).  When a token is set (binding a non-loopback address requires one) every
-  request must carry it: ``?token=`` once (answered with a cookie), the cookie, or an
-  ``Authorization: token ...`` header.
+  our answers), one whose ``Origin`` is another site (a hostile page driving the API with
+  ``fetch`` or a form), and one a browser marks ``Sec-Fetch-Site: cross-site`` (requests that
+  carry no ``Origin``, such as an ``<img>`` pointed at the API).  When a token is set (binding
+  a non-loopback address requires one) every request must carry it: ``?token=`` once (answered
+  with a cookie), the cookie, or an ``Authorization: token ...`` header.
 * :func:`read_body` reads a request body chunk by chunk and stops at the limit: a declared
   ``Content-Length`` over the limit is refused before reading anything, and a chunked body is
   refused as soon as the bytes read pass the limit, so nothing larger is ever held in memory.
@@ -99,6 +100,9 @@ class Guard:
                     or (self.hosts is None and o.netloc.lower() != host.lower()):
                 return await _json(403, f"refused: requests from {origin!r} are not allowed; "
                                    "only this server's own pages may use its API")(scope, receive, send)
+        if headers.get("sec-fetch-site") == "cross-site":      # a browser says: another site
+            return await _json(403, "refused: a request from another site; only this server's "
+                               "own pages may use its API")(scope, receive, send)
         set_cookie = False
         if self.token is not None:
             given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]

@@ -121,7 +121,7 @@ NC.lineChart = function (canvas, title, series, yLabel, fixedMax) {
   const all = series.flatMap(s => s.values.filter(v => v !== null && Number.isFinite(v)));
   if (!all.length) {
     ctx.fillStyle = "#757575"; ctx.font = "13px system-ui, sans-serif";
-    ctx.fillText(`${title}: the curves appear when the first epoch ends`, 16, H / 2);
+    ctx.fillText(`${title}: after the first epoch`, 16, H / 2);
     return;
   }
   const n = Math.max(2, ...series.map(s => s.values.length));
