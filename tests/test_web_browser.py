@@ -183,6 +183,25 @@ def test_conv_page_stride_and_padding_redraw_with_the_right_output_size(site, br
     assert len(errors) == 1 and "/api/conv" in errors[0] and "422" in errors[0], errors
 
 
+# -- page 2 ------------------------------------------------------------------------------------
+def test_kernel_page_typed_kernel_and_uploaded_picture(site, browser, tmp_path):
+    from webapp import png_bytes
+    url = site[0]
+    browser.get(url + "/kernels?kernel=custom&values=0,0,0,0,2,0,0,0,0&border=zeros")
+    wait_for(lambda: "custom" in browser.find_element("id", "outtitle").text, what="the typed kernel")
+    assert browser.find_element("id", "ksum").text == "the numbers add up to 2"
+    # twice the picture: the feature map's values go up to twice the input's largest (235)
+    assert browser.find_element("id", "outtitle").text.endswith(".. 470")
+    pic = np.zeros((60, 90), np.uint8)
+    pic[20:40, 30:60] = 200
+    path = tmp_path / "square.png"
+    path.write_bytes(png_bytes(pic))
+    browser.find_element("id", "file").send_keys(str(path))
+    wait_for(lambda: browser.find_element("id", "outtitle").text.endswith(".. 400"), what="the upload")
+    assert browser.execute_script("return document.getElementById('out').width") == 90
+    assert console_errors(browser) == []
+
+
 # -- page 3 ------------------------------------------------------------------------------------
 def test_drawing_a_digit_with_pointer_events_gets_the_right_class(site, browser):
     from selenium.webdriver.common.action_chains import ActionChains
@@ -221,6 +240,30 @@ def test_drawing_a_digit_with_pointer_events_gets_the_right_class(site, browser)
     assert browser.find_element("id", "answer").text.startswith(f"prediction: {label}")
     n_layers = len(browser.find_elements("css selector", "#layers .layer"))
     assert n_layers == len([l for l in model.layers if type(l).__name__ != "Flatten"])
+    assert console_errors(browser) == []
+
+
+def test_model_page_uploaded_picture_and_test_image(site, browser, tmp_path):
+    from webapp import png_bytes
+    url, app, model, (xte, yte) = site
+    mid = next(m["id"] for m in api(url, "/api/models")["models"] if m["name"].endswith("model.safetensors"))
+    pred = model.predict(xte[:40]).argmax(axis=1)
+    first = int(pred[0])
+    i = int(np.nonzero((pred == yte[:40]) & (pred != first))[0][0])
+    browser.get(url + f"/model?m={mid}")
+    wait_for(lambda: dataset(browser, "predictions") == "1", what="the first prediction")
+    # dark ink on white paper, as a photo of a written digit: inverted by the server
+    paper = 255 - np.kron(xte[i, 0].astype(np.float64) * 255 / 16, np.ones((24, 24))).astype(np.uint8)
+    path = tmp_path / "digit.png"
+    path.write_bytes(png_bytes(paper))
+    browser.find_element("id", "file").send_keys(str(path))
+    wait_for(lambda: dataset(browser, "predictions") == "2", what="the upload's prediction")
+    assert dataset(browser, "prediction") == str(pred[i])
+    thumbs = browser.find_elements("css selector", "#thumbs canvas")
+    assert len(thumbs) == 32
+    thumbs[i].click()
+    wait_for(lambda: dataset(browser, "predictions") == "3", what="the test image's prediction")
+    assert browser.find_element("id", "answer").text.endswith(f"(true label: {yte[i]})")
     assert console_errors(browser) == []
 
 
