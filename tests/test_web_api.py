@@ -808,3 +808,21 @@ def test_fit_drawing_brings_an_off_centre_digit_back_to_mnist_geometry():
         assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
         corr.append(np.corrcoef(out.ravel(), xte[i, 0].ravel())[0, 1])
     assert np.median(corr) > 0.7, corr       # resampled once more: not pixel for pixel
+
+
+def test_only_a_few_model_files_stay_loaded(trained, tmp_path, monkeypatch):
+    from numcnn.web import model_store
+    monkeypatch.setattr(model_store, "LOADED_LIMIT", 2)
+    _, model, _ = trained
+    for i in range(4):
+        run = tmp_path / "runs" / f"r{i}"
+        run.mkdir(parents=True)
+        model.save(run / "model.safetensors")
+        (run / "history.json").write_text("{}")
+    c = make_client(tmp_path)
+    ids = [m["id"] for m in c.get("/api/models").json()["models"]]
+    for mid in ids + ids[:1]:
+        assert c.get(f"/api/models/{mid}/predict?index=3").status_code == 200
+    store = c.app.state.numcnn.store
+    loaded = [e.id for e in store._entries.values() if e.model is not None]
+    assert sorted(loaded) == sorted([ids[-1], ids[0]])

@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ from .security import ApiError
 #: how deep under the start directory run folders are looked for, and how many models at most
 SCAN_DEPTH = 4
 SCAN_LIMIT = 200
+#: model files kept loaded at once (the least recently used one is let go)
+LOADED_LIMIT = 8
 #: the model files of a run folder, in the order they are listed
 RUN_MODEL_FILES = ("model.safetensors", "best.safetensors")
 #: largest picture (pixels) an upload may decode to
@@ -66,6 +68,7 @@ class ModelStore:
         self._trained = {}
         self._lock = threading.Lock()
         self._scanned = 0.0
+        self._recent = []
 
     def _id(self, path: Path) -> str:
         return "m" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
@@ -148,7 +151,22 @@ class ModelStore:
                 model.eval()
                 with e.lock:
                     e.model, e.mtime = model, mtime
-        return e
+        with self._lock:
+            model = e.model
+            self._used(e)
+        # a copy holding the model (and sharing the entry's lock): the caller keeps using it even
+        # if another request lets the entry's model go meanwhile
+        return replace(e, model=model)
+
+    def _used(self, entry):
+        """Keep at most LOADED_LIMIT model files in memory (models trained here always stay);
+        called with the store's lock held."""
+        if entry.source == "trained here":
+            return
+        self._recent = [x for x in self._recent if x is not entry] + [entry]
+        while len(self._recent) > LOADED_LIMIT:
+            old = self._recent.pop(0)
+            old.model, old.mtime = None, 0.0
 
 
 def value_max_for(entry: Entry) -> int:

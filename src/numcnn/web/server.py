@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
+from ..backend import to_numpy
 from ..errors import ConfigError
 from . import conv_api, lookinside
 from .model_store import ModelStore, prepare_image, value_max_for
@@ -109,7 +110,7 @@ class App:
         return {"prediction": top, "label": classes[top] if top < len(classes) else str(top),
                 "probabilities": probs.tolist(), "classes": classes,
                 "input_raw": lookinside.pack(raw[0].astype(np.float32)),
-                "input": lookinside.pack(lookinside.to_numpy(x)[0]),
+                "input": lookinside.pack(to_numpy(x)[0]),
                 "value_max": value_max_for(entry), "layers": layers,
                 "saliency": lookinside.pack(sal), "compute_ms": ms}
 
@@ -127,7 +128,7 @@ class App:
             "limits": {"upload_bytes": MAX_UPLOAD, "conv": conv_api.CONV_LIMITS,
                        "conv_padded_max": conv_api.convdemo.MAX_DEMO_SIZE},
             "deck": conv_api.DECK, "kernels": conv_api.kernel_list(),
-            "datasets": known_datasets(), "presets": list(lookinside_presets())})
+            "datasets": known_datasets(), "presets": list(_presets())})
 
     # -- API: convolution and kernels ---------------------------------------------------------
     async def conv(self, request):
@@ -306,7 +307,7 @@ class App:
         return r
 
 
-def lookinside_presets():
+def _presets():
     from .. import models
     return models.PRESETS
 
