@@ -1,6 +1,7 @@
 """Stateful layers: each owns its parameters, validates its input and caches for backward."""
 from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import REGISTRY, Layer, Parameter, layer_from_config, layer_to_config
+from .container import ChannelPadShortcut, Concat, Identity, Residual
 from .conv import Conv2D
 from .dropout import Dropout
 from .linear import Dense, Flatten
@@ -9,4 +10,5 @@ from .pool import AvgPool2D, MaxPool2D
 
 __all__ = ["Layer", "Parameter", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "LeakyReLU",
            "Sigmoid", "Tanh", "Softmax", "Flatten", "Dense", "Dropout", "BatchNorm1D",
-           "BatchNorm2D", "layer_from_config", "layer_to_config", "REGISTRY"]
+           "BatchNorm2D", "Residual", "Concat", "Identity",
+           "ChannelPadShortcut", "layer_from_config", "layer_to_config", "REGISTRY"]
