@@ -76,7 +76,7 @@ def load_architecture(path, seed=0):
     rng = as_generator(seed)
     layers = []
     for i, ls in enumerate(spec["layers"]):
-        if isinstance(ls, dict) and ls.get("type") in ("Conv2D", "Dense"):
+        if isinstance(ls, dict) and ls.get("type") in ("Conv2D", "Dense", "Residual", "Concat"):
             ls = {**ls, "rng": rng}
         try:
             if isinstance(ls, dict) and not isinstance(ls.get("type"), str):

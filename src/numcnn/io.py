@@ -26,6 +26,7 @@ import numpy as np
 
 from .backend import current, to_numpy
 from .errors import ConfigError, ModelFileError
+from .layers.container import MAX_DEPTH, walk_shapes
 
 FORMAT = "numcnn/1"
 MAX_HEADER = 64 * 1024 * 1024
@@ -260,6 +261,28 @@ def _non_finite(v, depth=0):
     return False
 
 
+def _all_specs(specs, where, error, prefix="", depth=1):
+    """``(name, spec)`` of every layer description, nested ones too (``"3.body.0"``): the
+    paths of Residual (body, shortcut) and Concat (branches), at most MAX_DEPTH deep."""
+    for i, spec in enumerate(specs):
+        name = f"{prefix}{i}"
+        yield name, spec
+        if not isinstance(spec, dict) or spec.get("type") not in ("Residual", "Concat"):
+            continue
+        paths = [("body", spec.get("body")), ("shortcut", spec.get("shortcut"))] \
+            if spec["type"] == "Residual" else list(enumerate(spec.get("branches") or []))
+        paths = [(f"branches.{k}" if spec["type"] == "Concat" else k, v) for k, v in paths]
+        for key, sub in paths:
+            if isinstance(sub, dict):
+                sub = [sub]
+            if not isinstance(sub, list):
+                continue                   # the container's constructor says what is wrong
+            if depth >= MAX_DEPTH:
+                raise error(f"{where}: layer {name} ({spec['type']!r}) nests containers more "
+                            f"than {MAX_DEPTH} deep; the description is corrupt")
+            yield from _all_specs(sub, where, error, f"{name}.{key}.", depth + 1)
+
+
 def check_architecture(config, where, error=ModelFileError):
     """Refuse a model description that is hostile or absurd *before* building it.
 
@@ -283,7 +306,7 @@ def check_architecture(config, where, error=ModelFileError):
             raise error(f"{where}: input_shape {list(shape)} is {n:,} elements per image, more "
                         f"than numcnn's limit of {MAX_ELEMENTS:,}")
     total = 0
-    for i, spec in enumerate(config["layers"]):
+    for i, spec in _all_specs(config["layers"], where, error):
         if not isinstance(spec, dict):
             continue                       # from_config/layer_from_config say what is wrong
         for key, v in spec.items():
@@ -312,8 +335,7 @@ def check_model_size(model, where, error=ModelFileError):
     some layer (e.g. ``padding=10**9``): checked from the shapes alone, before any forward pass."""
     if not model.input_shape:
         return
-    shape = tuple(model.input_shape)
-    for i, (layer, out) in enumerate(model.shapes()):
+    for i, layer, shape, out, _ in walk_shapes(model.layers, model.input_shape):   # nested too
         sizes = [int(np.prod(out, dtype=object))]
         pad = getattr(layer, "padding", None)
         if pad is not None and len(shape) == 3:
@@ -326,7 +348,6 @@ def check_model_size(model, where, error=ModelFileError):
             raise error(f"{where}: layer {i} {layer!r} would need {max(sizes):,} elements per "
                         f"image for input shape {shape}; numcnn refuses more than "
                         f"{MAX_ELEMENTS:,} - the description is corrupt or far too large")
-        shape = tuple(out)
 
 
 def model_from_parts(tensors, meta, where):
