@@ -115,7 +115,7 @@ def chain_output_shape(owner, name, chain, shape):
     shape = tuple(shape)
     for j, layer in enumerate(chain):
         expected = _expected_width(layer)
-        if expected is not None and len(shape) > 1 and shape[0] != expected:
+        if expected is not None and shape[0] != expected:
             raise ShapeError(f"{owner!r}: {name}.{j} {layer!r} expects {expected} input "
                              f"channels/features but its input has shape {shape}; make the "
                              f"layers of {name} fit together")
