@@ -612,3 +612,16 @@ def test_feature_maps_of_convs_inside_blocks_are_labelled_by_their_nested_name(t
     assert model.layers[2]._hook is None                 # the hooks are removed afterwards
     path = plots.plot_feature_maps(model, x[0], tmp_path / "fm.png", dpi=30)
     assert (tmp_path / "fm.png").stat().st_size > 0 and str(path).endswith("fm.png")
+
+
+def test_the_graph_models_doc_example_runs_and_prints_what_it_says(capsys):
+    from pathlib import Path
+    import re
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "graph-models.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    ns: dict = {}
+    exec(compile(code, "docs/graph-models.md", "exec"), ns)
+    out = capsys.readouterr().out
+    assert re.search(r"\n3\.body\.0 +  Conv2D\(8, 8, kernel_size=3", out) and "7.branches.1.0" in out
+    assert "['0.weight', '0.bias', '3.body.0.weight']" in out
+    assert ns["model"].shapes()[-1][1] == (10,)

@@ -414,7 +414,7 @@ def build_parser():
                        "history and plots under --out.")
     t.add_argument("--data", default=DEFAULTS["data"], help="dataset name (mnist-5k, digits, mnist, "
                    "fashion-mnist, cifar10) or path (IDX/CIFAR folder, image folder, .npz); default %(default)s")
-    t.add_argument("--model", default=DEFAULTS["model"], help="preset (lenet5, mnist-small, digits-cnn, "
+    t.add_argument("--model", default=DEFAULTS["model"], help="preset (lenet5, mnist-small, digits-cnn, resnet-digits, resnet20, "
                    "cifar-vgg) or .json/.toml architecture; default %(default)s")
     t.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
