@@ -7,7 +7,7 @@ import numbers
 from .errors import ConfigError
 from .init import as_generator
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, ChannelPadShortcut, Conv2D, Dense,
-                     Dropout, Flatten, MaxPool2D, ReLU, Residual)
+                     Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU, Residual)
 from .model import Sequential
 
 
@@ -178,8 +178,36 @@ def resnet_digits(in_channels=1, num_classes=10, image_size=28, rng=0, dtype="fl
     ], input_shape=input_shape)
 
 
+def separable_block(in_channels, out_channels, stride=1, rng=0, dtype="float32"):
+    """MobileNet's depthwise-separable block (Howard et al. 2017): a depthwise conv3x3 (one
+    filter per channel: ``groups=in_channels``) - BN - ReLU, then a pointwise conv1x1 that mixes
+    the channels - BN - ReLU.  It costs ``C*9 + C*O`` weights where a full conv3x3 costs
+    ``C*O*9``."""
+    rng = as_generator(rng)
+    return [Conv2D(in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels,
+                   bias=False, rng=rng, dtype=dtype),
+            BatchNorm2D(in_channels, dtype=dtype), ReLU(),
+            Conv2D(in_channels, out_channels, 1, bias=False, rng=rng, dtype=dtype),
+            BatchNorm2D(out_channels, dtype=dtype), ReLU()]
+
+
+def mobilenet(in_channels=3, num_classes=10, image_size=32, rng=0, dtype="float32"):
+    """A small MobileNet-style net: conv3x3 16 (stride 2) - BN - ReLU, then depthwise-separable
+    blocks 16->32, 32->64 (stride 2), 64->64, 64->128 (stride 2), global average pool, dense
+    classes.  For 3x32x32 and 10 classes: 19,114 parameters, of which the separable blocks'
+    convolutions hold 16,432 (full 3x3 convolutions of the same widths would hold 133,632)."""
+    _check_sizes("mobilenet", in_channels, num_classes, image_size, 1)
+    rng = as_generator(rng)
+    layers = [Conv2D(in_channels, 16, 3, stride=2, padding=1, bias=False, rng=rng, dtype=dtype),
+              BatchNorm2D(16, dtype=dtype), ReLU()]
+    for cin, cout, stride in ((16, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)):
+        layers += separable_block(cin, cout, stride, rng, dtype)
+    layers += [GlobalAvgPool2D(), Dense(128, num_classes, rng=rng, dtype=dtype)]
+    return Sequential(layers, input_shape=(in_channels, image_size, image_size))
+
+
 PRESETS = {"lenet5": lenet5, "mnist-small": mnist_small, "digits-cnn": digits_cnn, "cifar-vgg": cifar_vgg,
-           "resnet20": resnet20, "resnet-digits": resnet_digits}
+           "resnet20": resnet20, "resnet-digits": resnet_digits, "mobilenet": mobilenet}
 
 
 def build(name, in_channels=1, num_classes=10, image_size=28, rng=0):
