@@ -389,16 +389,22 @@ def test_global_pools_match_torch_for_any_size(hw, layout, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("scale", [1, 2, 3, (2, 3), (4, 1)])
+@pytest.mark.parametrize("mode,align_corners", [("nearest", None), ("bilinear", None),
+                                                ("bilinear", True)])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_upsample_nearest_matches_torch(scale, layout, dtype, rng):
-    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
-    layer = Upsample(scale)
+def test_upsample_matches_torch(scale, mode, align_corners, layout, dtype, rng):
+    shape = (2, 3, 4, 5) if scale != 3 else (1, 2, 1, 3)        # a 1-pixel-high map too
+    x = rng.standard_normal(shape).astype(dtype)
+    layer = Upsample(scale, mode, align_corners)
     y, g, dx = run_in_layout(layer, x, layout, rng=rng)
     sf = scale if isinstance(scale, int) else tuple(float(v) for v in scale)
-    ty, tdx, _ = torch_grads(lambda xt: nn.Upsample(scale_factor=sf, mode="nearest")(xt), x, g)
-    assert np.array_equal(y, ty)
+    ty, tdx, _ = torch_grads(lambda xt: nn.Upsample(scale_factor=sf, mode=mode,
+                                                    align_corners=align_corners)(xt), x, g)
+    if mode == "nearest":
+        assert np.array_equal(y, ty)
+    assert_close(y, ty, dtype, what="y")
     assert_close(dx, tdx, dtype, what="dx")
-    assert layer.output_shape((3, 4, 5)) == y.shape[1:]
+    assert layer.output_shape(shape[1:]) == y.shape[1:]
 
 
 # -- activations, erf, Flatten --------------------------------------------------------------------
@@ -509,7 +515,8 @@ NEW_LAYERS = [
     MaxPool2D(3, 2, ((1, 0), (0, 1)), dilation=1, ceil_mode=True),
     MaxPool2D(2, 1, 1, dilation=2),
     AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False),
-    GlobalAvgPool2D(), GlobalMaxPool2D(), Upsample((2, 3)), ELU(0.5), GELU("tanh"), SiLU(),
+    GlobalAvgPool2D(), GlobalMaxPool2D(), Upsample((2, 3)), Upsample(2, "bilinear", True),
+    ELU(0.5), GELU("tanh"), SiLU(),
     Flatten(2),
 ]
 
@@ -588,7 +595,7 @@ def _small_modern_net(rng_seed=0):
         Conv2D(4, 4, 3, stride=2, padding=1, groups=4, rng=rng_seed + 1), SiLU(),
         ConvTranspose2D(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2, rng=rng_seed + 2),
         ELU(), MaxPool2D(3, 2, 1, ceil_mode=True), AvgPool2D(2, 1, 1, count_include_pad=False),
-        Upsample(2), Conv2D(4, 3, 2, padding=((0, 1), (1, 0)), rng=rng_seed + 3),
+        Upsample(2, "bilinear"), Conv2D(4, 3, 2, padding=((0, 1), (1, 0)), rng=rng_seed + 3),
         GlobalAvgPool2D(), Dense(3, 3, rng=rng_seed + 4)], input_shape=(2, 6, 6))
 
 
@@ -603,7 +610,7 @@ def test_a_sequential_of_new_layers_matches_the_same_torch_model(rng):
         h = TF.elu(TF.conv_transpose2d(h, *p[4], stride=2, padding=1, output_padding=1, groups=2))
         h = TF.max_pool2d(h, 3, 2, 1, ceil_mode=True)
         h = TF.avg_pool2d(h, 2, 1, 1, count_include_pad=False)
-        h = TF.interpolate(h, scale_factor=2, mode="nearest")
+        h = TF.interpolate(h, scale_factor=2, mode="bilinear")
         h = TF.conv2d(TF.pad(h, (1, 0, 0, 1)), *p[9])
         return TF.linear(h.mean(dim=(2, 3)), *p[11])
     x = rng.standard_normal((3, 2, 6, 6))
@@ -651,7 +658,8 @@ def test_gradcheck_passes_for_a_model_of_the_new_layers():
      r"the dilation \(1, 1\)"),
     (lambda: ConvTranspose2D(4, 6, 3, groups=4), r"ConvTranspose2D.*groups=4 must divide"),
     (lambda: Upsample(0), r"Upsample: scale_factor must be a positive int"),
-    (lambda: Upsample(2, mode="bicubic"), r"Upsample: mode must be 'nearest'.*ConvTranspose2D"),
+    (lambda: Upsample(2, mode="bicubic"), r"Upsample: mode must be 'nearest' or 'bilinear'.*ConvTranspose2D"),
+    (lambda: Upsample(2, align_corners=True), r"align_corners applies to mode='bilinear' only"),
     (lambda: GELU("fast"), r"GELU: approximate must be 'none' .* or 'tanh'"),
     (lambda: ELU(float("nan")), r"ELU: alpha must be a finite number"),
     (lambda: Flatten(0), r"Flatten: start_dim must be an int >= 1"),
