@@ -639,6 +639,47 @@ def test_gradcheck_passes_for_a_model_of_the_new_layers():
     assert set(model.named_parameters()) <= set(report.errors)
 
 
+GRADCHECK_CASES = {
+    "Conv2D grouped asym": (lambda: Conv2D(4, 6, (3, 2), stride=(2, 1), padding=((0, 1), (2, 0)),
+                                           dilation=(1, 2), groups=2), (2, 4, 6, 5)),
+    "Conv2D depthwise same": (lambda: Conv2D(3, 3, 3, padding="same", groups=3), (2, 3, 5, 4)),
+    "ConvTranspose2D": (lambda: ConvTranspose2D(4, 2, 3, stride=2, padding=1, output_padding=1,
+                                                groups=2), (2, 4, 3, 4)),
+    "ConvTranspose2D op >= stride": (lambda: ConvTranspose2D(2, 2, 2, stride=1, output_padding=1,
+                                                             dilation=2), (2, 2, 3, 3)),
+    "MaxPool2D ceil dilation": (lambda: MaxPool2D(2, 2, 1, dilation=2, ceil_mode=True), (2, 2, 6, 5)),
+    "AvgPool2D exclude pad ceil": (lambda: AvgPool2D(3, 2, 1, ceil_mode=True,
+                                                     count_include_pad=False), (2, 2, 6, 5)),
+    "GlobalAvgPool2D": (GlobalAvgPool2D, (2, 3, 3, 4)),
+    "GlobalMaxPool2D": (GlobalMaxPool2D, (2, 3, 3, 4)),
+    "Upsample bilinear": (lambda: Upsample((2, 3), "bilinear"), (2, 2, 3, 3)),
+    "ELU": (ELU, (3, 7)), "GELU": (GELU, (3, 7)), "GELU tanh": (lambda: GELU("tanh"), (3, 7)),
+    "SiLU": (SiLU, (3, 7)),
+}
+
+
+@pytest.mark.parametrize("name", list(GRADCHECK_CASES))
+def test_gradcheck_passes_for_each_new_layer(name):
+    make, shape = GRADCHECK_CASES[name]
+    layer = make()
+    report = numcnn.gradcheck(layer, np.random.default_rng(1).standard_normal(shape))
+    assert report.max_rel_error < 1e-6, str(report)
+    assert "input" in report.errors and set(layer.named_parameters()) <= set(report.errors)
+
+
+def test_conv_transpose_first_in_a_model_skips_the_input_gradient_but_not_its_weights(rng):
+    model = numcnn.Sequential([ConvTranspose2D(2, 3, 2, stride=2, rng=0), GlobalAvgPool2D()])
+    model.astype(np.float64)
+    x = rng.standard_normal((2, 2, 3, 3))
+    g = rng.standard_normal((2, 3))
+    model.forward(x)
+    assert model.backward(g) is None
+    w, b = (param(p.value, np.float64) for p in model.parameters())
+    torch_grads(lambda xt: TF.conv_transpose2d(xt, w, b, 2).mean(dim=(2, 3)), x, g, w, b)
+    assert_close(model.layers[0].weight.grad, w.grad, np.float64, what="dW")
+    assert Upsample(2.0).scale_factor == (2, 2)
+
+
 # -- bad configurations --------------------------------------------------------------------------
 @pytest.mark.parametrize("make,match", [
     (lambda: Conv2D(6, 4, 3, groups=4), r"Conv2D\(6, 4.*groups=4 must divide both in_channels "

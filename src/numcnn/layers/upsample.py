@@ -16,6 +16,11 @@ class Upsample(Layer):
     """
 
     def __init__(self, scale_factor, mode="nearest", align_corners=None):
+        if isinstance(scale_factor, float) and scale_factor.is_integer():
+            scale_factor = int(scale_factor)          # PyTorch users write 2.0
+        elif isinstance(scale_factor, (tuple, list)):
+            scale_factor = [int(v) if isinstance(v, float) and v.is_integer() else v
+                            for v in scale_factor]
         self.scale_factor = F.pair(scale_factor, "scale_factor")
         if min(self.scale_factor) < 1:
             raise ConfigError(f"Upsample: scale_factor must be a positive int or (h, w) pair of "
