@@ -565,15 +565,22 @@ def test_model_file_with_new_layers_round_trips_and_old_metadata_still_loads(tmp
     model.save(tmp_path / "m.safetensors")
     loaded = numcnn.load(tmp_path / "m.safetensors")
     assert np.array_equal(loaded.predict(x), model.predict(x))
-    # the same file as an older numcnn wrote it: no new keys for the layers that had them
-    meta = nio.model_metadata(model)
+    # a model of the old layers, in a file as an older numcnn wrote it: none of the new keys
+    old = numcnn.Sequential([Conv2D(3, 4, 3, padding=1, rng=1), ReLU(), MaxPool2D(2),
+                             AvgPool2D(3, 1, 1), Flatten(), Dense(4 * 4 * 4, 3, rng=2)],
+                            input_shape=(3, 9, 9))
+    meta = nio.model_metadata(old)
     arch = json.loads(meta["architecture"])
+    new_keys = {"groups", "ceil_mode", "count_include_pad", "start_dim"}
+    assert {k for spec in arch["layers"] for k in spec} & new_keys == new_keys
     for spec in arch["layers"]:
-        if spec["type"] == "Conv2D" and spec["groups"] == 1:
-            del spec["groups"]
+        for k in new_keys | ({"dilation"} if spec["type"] == "MaxPool2D" else set()):
+            spec.pop(k, None)
     meta["architecture"] = json.dumps(arch)
-    (tmp_path / "old.safetensors").write_bytes(nio.encode_safetensors(nio.model_tensors(model), meta))
-    assert np.array_equal(numcnn.load(tmp_path / "old.safetensors").predict(x), model.predict(x))
+    (tmp_path / "old.safetensors").write_bytes(nio.encode_safetensors(nio.model_tensors(old), meta))
+    again = numcnn.load(tmp_path / "old.safetensors")
+    assert [layer_to_config(a) for a in again.layers] == [layer_to_config(b) for b in old.layers]
+    assert np.array_equal(again.predict(x), old.predict(x))
 
 
 def test_summary_counts_grouped_parameters_and_flops():
