@@ -625,3 +625,53 @@ def test_the_graph_models_doc_example_runs_and_prints_what_it_says(capsys):
     assert re.search(r"\n3\.body\.0 +  Conv2D\(8, 8, kernel_size=3", out) and "7.branches.1.0" in out
     assert "['0.weight', '0.bias', '3.body.0.weight']" in out
     assert ns["model"].shapes()[-1][1] == (10,)
+
+
+# -- training: an interrupted run of a graph model resumes bit-identically ------------------------
+def _small_graph_model():
+    r = np.random.default_rng(0)
+    return Sequential([
+        Conv2D(1, 4, 3, padding=1, bias=False, rng=r), BatchNorm2D(4), ReLU(),
+        Residual([Conv2D(4, 4, 3, padding=1, bias=False, rng=r), BatchNorm2D(4), ReLU(),
+                  Dropout(0.2), Conv2D(4, 4, 3, padding=1, bias=False, rng=r), BatchNorm2D(4)]),
+        ReLU(), Concat([MaxPool2D(2), [Conv2D(4, 4, 3, stride=2, padding=1, rng=r), Dropout(0.1)]]),
+        Flatten(), Dense(8 * 4 * 4, 10, rng=r)], input_shape=(1, 8, 8))
+
+
+def test_an_interrupted_graph_model_run_resumes_bit_identically(tmp_path):
+    import os
+    import signal
+    import sys
+    import threading
+    from numcnn.training import Trainer
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs POSIX signals delivered to the main thread")
+    (xtr, ytr), (xte, yte) = numcnn.datasets.load("digits")
+    train, val = (xtr[:128], ytr[:128]), (xte[:50], yte[:50])
+
+    def trainer(out):
+        return Trainer(_small_graph_model(), optimizer="adam", lr=2e-3, schedule="cosine",
+                       epochs=3, batch_size=32, seed=3, out_dir=str(out), progress=False)
+
+    ref = trainer(tmp_path / "ref")
+    ref.fit(train, val)
+    first = trainer(tmp_path / "run")
+    real_step, count = first.optimizer.step, [0]
+
+    def step():                          # Ctrl-C in the middle of epoch 2
+        real_step()
+        count[0] += 1
+        if count[0] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first.optimizer.step = step
+    first.fit(train, val)
+    assert first.interrupted
+    second = trainer(tmp_path / "run")
+    second.fit(train, val, resume=str(tmp_path / "run" / "checkpoint.safetensors"))
+    for n, p in ref.model.named_parameters().items():
+        np.testing.assert_array_equal(second.model.named_parameters()[n].value, p.value, err_msg=n)
+    for n, b in ref.model.buffers().items():
+        np.testing.assert_array_equal(second.model.buffers()[n], b, err_msg=n)
+    assert [l._rng_state() for l in second.model.layers] == [l._rng_state() for l in ref.model.layers]
+    assert second.history["val_acc"] == ref.history["val_acc"]

@@ -30,6 +30,7 @@ from .errors import (ConfigError, DTypeError, ModelFileError, NonFiniteError, Sh
                      StateError)
 from .functional import log_softmax
 from .io import atomic_write, load_checkpoint, save_model
+from .layers.container import check_rng_state
 from .losses import CrossEntropy
 from .metrics import classification_report
 from .optim import OPTIMIZERS, Optimizer, make_schedule
@@ -159,7 +160,7 @@ def _check_checkpoint_info(info, path, n_layers):
         if not (isinstance(i, str) and i.isdigit() and int(i) < n_layers):
             raise bad(f"random state for layer {i!r}")
         try:
-            np.random.default_rng().bit_generator.state = st     # a throw-away generator
+            check_rng_state(st)                  # a generator's, or a block's by nested name
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             raise bad(f"random state for layer {i}") from None
     es = info.get("early_stopping", {})
