@@ -25,7 +25,7 @@ from numcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, ChannelPadShortc
                            layer_from_config, layer_to_config)
 from numcnn.losses import CrossEntropy
 from numcnn.model import Sequential
-from conftest import DTYPE_IDS, DTYPES, assert_close, to_numpy, tt
+from conftest import DTYPE_IDS, DTYPES, assert_close, tt
 
 
 # -- the PyTorch twin of a numcnn network ---------------------------------------------------------
@@ -527,9 +527,11 @@ def test_architecture_checks_reach_nested_layers_before_building():
         nio.check_architecture(_arch([{"type": "Residual", "body": [{"type": "ReLU"}, huge]}]), "f")
     with pytest.raises(ModelFileError, match=r"layer 0\.branches\.1\.0 .*'padding' is nan"):
         nio.check_architecture(_arch([{"type": "Concat", "branches": [
-            [{"type": "ReLU"}], [{"type": "MaxPool2D", "kernel_size": 2, "padding": float("nan")}]]}]), "f")
+            [{"type": "ReLU"}],
+            [{"type": "MaxPool2D", "kernel_size": 2, "padding": float("nan")}]]}]), "f")
     with pytest.raises(ModelFileError, match=r"dtype must be float32"):
-        nio.check_architecture(_arch([{"type": "Residual", "body": {"type": "Conv2D", "dtype": "int8"}}]), "f")
+        nio.check_architecture(_arch([{"type": "Residual",
+                                       "body": {"type": "Conv2D", "dtype": "int8"}}]), "f")
     deep = {"type": "ReLU"}
     for _ in range(40):
         deep = {"type": "Residual", "body": [deep]}
