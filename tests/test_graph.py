@@ -677,3 +677,71 @@ def test_an_interrupted_graph_model_run_resumes_bit_identically(tmp_path):
         np.testing.assert_array_equal(second.model.buffers()[n], b, err_msg=n)
     assert [l._rng_state() for l in second.model.layers] == [l._rng_state() for l in ref.model.layers]
     assert second.history["val_acc"] == ref.history["val_acc"]
+
+
+# -- hostile nested descriptions ------------------------------------------------------------------
+def _nested_spec():
+    conv = {"type": "Conv2D", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}
+    return {"input_shape": [1, 8, 8], "layers": [
+        {"type": "Conv2D", "in_channels": 1, "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {"type": "Residual", "body": [dict(conv), {"type": "BatchNorm2D", "num_features": 4},
+                                      {"type": "ReLU"}, dict(conv)],
+         "shortcut": [{"type": "Identity"}]},
+        {"type": "Concat", "branches": [[{"type": "Identity"}],
+                                        [dict(conv), {"type": "Dropout", "p": 0.5}],
+                                        [{"type": "Residual", "body": [dict(conv)]}]]},
+        {"type": "Flatten"}, {"type": "Dense", "in_features": 768, "out_features": 10}]}
+
+
+def _nested_dicts(spec, out):
+    """Every layer dict of a description, nested ones too."""
+    out.append(spec)
+    for key in ("body", "shortcut", "branches"):
+        v = spec.get(key)
+        for item in (v if isinstance(v, list) else [v] if isinstance(v, dict) else []):
+            for inner in (item if isinstance(item, list) else [item]):
+                if isinstance(inner, dict):
+                    _nested_dicts(inner, out)
+    return out
+
+
+def test_nested_descriptions_with_forged_fields_build_or_say_what_is_wrong(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from numcnn.cli import load_architecture
+    values = st.one_of(st.integers(-2, 16), st.sampled_from(
+        [2 ** 31, 10 ** 12, None, True, 0.5, float("nan"), "same", "bogus", [], {}, [[]], [{}],
+         {"type": "Conv2D"}, [{"type": "Residual"}], {"type": "Residual", "body": 3},
+         [[{"type": "Concat", "branches": [[{"type": "Conv2D", "in_channels": 4,
+                                             "out_channels": 10 ** 9, "kernel_size": 3}]]}]]]))
+    keys = st.sampled_from(["body", "shortcut", "branches", "type", "in_channels",
+                            "out_channels", "kernel_size", "padding", "stride", "num_features",
+                            "p", "rng", "dtype"])
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def run(data):
+        spec = _nested_spec()
+        for _ in range(data.draw(st.integers(1, 3))):
+            target = data.draw(st.sampled_from(_nested_dicts(
+                spec["layers"][data.draw(st.integers(0, 4))], [])))
+            target[data.draw(keys)] = data.draw(values)
+        text = json.dumps(spec, allow_nan=True)
+        path = tmp_path / "arch.json"
+        path.write_text(text)
+        try:
+            model = load_architecture(str(path))
+        except ConfigError:
+            return
+        model.forward(np.zeros((2, 1, 8, 8), np.float32))     # what builds also runs
+        meta = nio.model_metadata(model)
+        meta["architecture"] = text
+        blob = nio.encode_safetensors(nio.model_tensors(model), meta)
+        (tmp_path / "m.safetensors").write_bytes(blob)
+        try:
+            numcnn.load(tmp_path / "m.safetensors")
+        except ModelFileError:
+            pass
+
+    run()
