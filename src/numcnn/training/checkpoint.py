@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 
-
 from ..errors import ModelFileError, StateError
 from ..io import load_checkpoint
 from ..layers.container import check_rng_state
