@@ -826,3 +826,67 @@ def test_only_a_few_model_files_stay_loaded(trained, tmp_path, monkeypatch):
     store = c.app.state.numcnn.store
     loaded = [e.id for e in store._entries.values() if e.model is not None]
     assert sorted(loaded) == sorted([ids[-1], ids[0]])
+
+
+def test_graph_model_activations_branch_by_branch(tmp_path):
+    """A model with a Residual block and a Concat: every layer on every path is reported under
+    its nested name, then the block's output, each equal to running the paths by hand."""
+    from numcnn import Sequential
+    from numcnn.layers import (BatchNorm2D, Concat, Conv2D, Dense, Flatten, Identity, MaxPool2D,
+                               ReLU, Residual)
+    from numcnn import datasets
+    model = Sequential([Conv2D(1, 8, 3, padding=1, rng=1), ReLU(),
+                        Residual([Conv2D(8, 8, 3, padding=1, rng=2), BatchNorm2D(8), ReLU(),
+                                  Conv2D(8, 8, 3, padding=1, rng=3)]), ReLU(),
+                        Concat([Identity(), [Conv2D(8, 4, 1, rng=4), ReLU()]]), MaxPool2D(2),
+                        Flatten(), Dense(12 * 4 * 4, 10, rng=5)], input_shape=(1, 8, 8))
+    run = tmp_path / "runs" / "graph"
+    run.mkdir(parents=True)
+    model.save(run / "model.safetensors")
+    (run / "history.json").write_text("{}")
+    c = make_client(tmp_path)
+    mid = model_id(c)
+    d = c.get(f"/api/models/{mid}/predict?index=4").json()
+    _, (xte, _) = datasets.load("digits")
+    model.eval()
+    x = model.prepare_input(xte[4:5])
+    np.testing.assert_allclose(d["probabilities"], model.predict(xte[4:5])[0], rtol=1e-5, atol=1e-7)
+    # by hand, path by path
+    run_ = lambda layers, a: [a := l.forward(a, training=False) for l in layers]
+    a0 = run_(model.layers[:2], x)
+    res = model.layers[2]
+    body = run_(res.body, a0[-1])
+    block = body[-1] + a0[-1]
+    relu3 = model.layers[3].forward(block, training=False)
+    cat = model.layers[4]
+    b0 = [cat.branches[0][0].forward(relu3, training=False)]
+    b1 = run_(cat.branches[1], relu3)
+    joined = np.concatenate([b0[-1], b1[-1]], axis=1)
+    pooled = model.layers[5].forward(joined, training=False)
+    want = {"0": a0[0], "1": a0[1], "2.body.0": body[0], "2.body.1": body[1], "2.body.2": body[2],
+            "2.body.3": body[3], "2": block, "3": relu3, "4.branches.0.0": b0[0],
+            "4.branches.1.0": b1[0], "4.branches.1.1": b1[1], "4": joined, "5": pooled}
+    got = {l["path"]: l for l in d["layers"]}
+    assert [l["path"] for l in d["layers"]] == list(want) + ["7"]
+    for path, a in want.items():
+        np.testing.assert_allclose(lookinside.unpack(got[path]["data"]), a[0], rtol=1e-5, atol=1e-5,
+                                   err_msg=path)
+    assert got["2"]["kind"] == got["4"]["kind"] == "block"
+    assert got["2.body.0"]["depth"] == 1 and got["4.branches.1.1"]["depth"] == 1 and got["2"]["depth"] == 0
+    info = c.get(f"/api/models/{mid}").json()
+    assert [f["path"] for f in info["filters"]] == ["0", "2.body.0", "2.body.3", "4.branches.1.0"]
+    rows = info["summary"]["layers"]
+    assert [r["index"] for r in rows if r["depth"] == 1] == ["2.body.0", "2.body.1", "2.body.2",
+                                                              "2.body.3", "4.branches.0.0",
+                                                              "4.branches.1.0", "4.branches.1.1"]
+    assert info["summary"]["total_params"] == sum(int(np.prod(p.shape)) for p in model.parameters())
+    # saliency through the fork: |dL/dx| by central differences in float64
+    from numcnn.functional import log_softmax
+    sal = lookinside.unpack(d["saliency"])
+    model.astype(np.float64)
+    x64, k = x.astype(np.float64), d["prediction"]
+    loss = lambda z: -float(log_softmax(model.forward(z, training=False), axis=1)[0, k])
+    for i, j in [(3, 3), (5, 2)]:
+        e = np.zeros_like(x64)
+        e[0, 0, i, j] = 1e-6
+        assert sal[i, j] == pytest.approx(abs(loss(x64 + e) - loss(x64 - e)) / 2e-6, rel=2e-3, abs=1e-6)

@@ -1,10 +1,12 @@
 """Look inside a model: every layer's output for one image, the filters, a saliency map, a summary.
 
 The activation walker goes through a model container by container.  A :class:`Sequential`
-is a chain: each layer's output is the next one's input.  Graph containers (a residual block,
-a concatenation) will register their own walker in :data:`WALKERS`, which reports each branch's
-layers under a path such as ``"3.body.1"`` and then the merged output, so the page can show the
-branches side by side; nothing else here needs to change for them.
+is a chain: each layer's output is the next one's input.  A graph container (a
+:class:`~numcnn.layers.Residual` block, a :class:`~numcnn.layers.Concat`) has a walker in
+:data:`WALKERS` that reports every layer on each of its paths under a nested name, such as
+``"3.body.1"`` or ``"6.branches.0.0"`` (PyTorch's names), and then the block's merged output
+under its own number, so the page shows each branch and what the block makes of them.  A new
+container type only needs an entry there.
 
 Arrays go to the browser as ``{"shape": [...], "b64": base64 of little-endian float32}``: ten
 times smaller and faster to write than JSON numbers (the prediction answer is sent on every
@@ -13,14 +15,18 @@ stroke of the pen).
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 
 from ..backend import to_numpy
 from ..functional import softmax
-from ..layers import Conv2D, Dense, Flatten, Softmax
+from ..layers import Concat, Conv2D, Dense, Flatten, Residual, Softmax
+from ..layers.container import record_activations
 from ..model import Sequential
 
+#: the path names inside blocks: "3.body.0" is one level deep, "3.body.1.branches.0.2" two
+_PATH_NAMES = re.compile(r"\.(?:body|shortcut|branches\.\d+)\.")
 #: the most channels of one layer's activations or filters sent to the page
 MAX_CHANNELS = 32
 #: the largest feature map (height and width) sent; bigger maps are cropped to the centre
@@ -43,6 +49,8 @@ def unpack(d: dict) -> np.ndarray:
 
 def _kind(layer, out):
     name = type(layer).__name__
+    if isinstance(layer, (Residual, Concat)):
+        return "block"
     if isinstance(layer, Conv2D):
         return "conv"
     if "Pool" in name:
@@ -62,13 +70,14 @@ def _trim(a):
 
 
 def walk_sequential(model, x, path=""):
-    """Yield ``(path, layer, output)`` for each layer of ``model`` on the batch ``x`` (NCHW)."""
+    """Yield ``(path, layer, output)`` for each layer of ``model`` on the batch ``x`` (NCHW),
+    and inside each graph container its layers first (see :data:`WALKERS`)."""
     for i, layer in enumerate(model.layers):
         sub = WALKERS.get(type(layer))
         p = f"{path}{i}"
-        if sub is not None:                  # a nested container: its branches, then its output
+        if sub is not None:                  # a nested container: its paths, then its output
             out = None
-            for item in sub(layer, x, p + "."):
+            for item in sub(layer, x, p):
                 yield item
                 out = item[2]
             x = out
@@ -77,9 +86,24 @@ def walk_sequential(model, x, path=""):
         yield p, layer, x
 
 
-#: container type -> walker ``(container, x, path_prefix) -> iterator of (path, layer, out)``;
-#: the container's own merged output must be the last item yielded
-WALKERS = {Sequential: walk_sequential}
+def walk_block(block, x, path):
+    """A Residual or Concat block: every layer on every path (the library's
+    :class:`record_activations` hook names them, e.g. ``3.body.0``, nested blocks included),
+    then the block's own output under ``path``."""
+    inner = []
+    with record_activations(block, path, lambda name, layer, out, layout: inner.append((name, layer, out))):
+        out = block.forward(x, training=False, layout="NCHW")
+    yield from inner
+    yield path, block, out
+
+
+def walk_nested_sequential(model, x, path):
+    yield from walk_sequential(model, x, path + ".")
+
+
+#: container type -> walker ``(container, x, path) -> iterator of (path, layer, out)``; the
+#: container's own output is the last item yielded
+WALKERS = {Sequential: walk_nested_sequential, Residual: walk_block, Concat: walk_block}
 
 
 def activations(model, x) -> list:
@@ -90,9 +114,9 @@ def activations(model, x) -> list:
             continue                          # the same numbers as the maps before it
         a = to_numpy(out)[0]
         kind = _kind(layer, out)
-        layers.append({"path": path, "name": type(layer).__name__, "repr": repr(layer),
-                       "kind": kind, "shape": list(a.shape), "shown": list(_trim(a).shape),
-                       "data": pack(_trim(a))})
+        layers.append({"path": path, "depth": len(_PATH_NAMES.findall(path)), "name": type(layer).__name__,
+                       "repr": repr(layer), "kind": kind, "shape": list(a.shape),
+                       "shown": list(_trim(a).shape), "data": pack(_trim(a))})
     return layers
 
 
@@ -133,12 +157,19 @@ def filters(model) -> list:
     return out
 
 
-def _layers(model, path=""):
+def _layers(model):
+    """``(path, layer)`` of every layer, inside blocks too (``3.body.0``), in model order."""
     for i, layer in enumerate(model.layers):
-        if isinstance(layer, Sequential):
-            yield from _layers(layer, f"{path}{i}.")
-        else:
-            yield f"{path}{i}", layer
+        yield str(i), layer
+        if hasattr(layer, "children"):
+            yield from _children(layer, f"{i}.")
+
+
+def _children(block, prefix):
+    for name, inner in block.children():
+        yield prefix + name, inner
+        if hasattr(inner, "children"):
+            yield from _children(inner, f"{prefix}{name}.")
 
 
 def summary(model) -> dict:
@@ -151,11 +182,21 @@ def summary(model) -> dict:
         fl = int(layer.flops(prev))
         total_p += n_p
         total_f += fl
-        rows.append({"index": i, "type": type(layer).__name__, "repr": repr(layer),
+        rows.append({"index": str(i), "depth": 0, "type": type(layer).__name__, "repr": repr(layer),
                      "output_shape": list(out_shape), "params": n_p, "flops": fl})
+        # the layers inside a block, as Sequential.summary lists them (counted in the block's row)
+        for name, inner, in_shape, inner_out, depth in getattr(layer, "walk", _no_walk)(prev, f"{i}."):
+            rows.append({"index": name, "depth": depth, "type": type(inner).__name__,
+                         "repr": repr(inner), "output_shape": list(inner_out),
+                         "params": sum(int(np.prod(p.shape)) for p in inner.parameters()),
+                         "flops": int(inner.flops(in_shape))})
         prev = out_shape
     return {"input_shape": list(shape), "layers": rows, "total_params": total_p,
             "total_flops": total_f, "text": model.summary()}
+
+
+def _no_walk(shape, prefix):
+    return iter(())
 
 
 def describe(model) -> dict:

@@ -118,9 +118,11 @@
   function renderLayers(layers) {
     const root = $("layers"); root.innerHTML = "";
     for (const L of layers) {
-      const box = NC.el("div", {class: "layer card"});
+      const box = NC.el("div", {class: "layer card" + (L.kind === "block" ? " block" : "")});
+      if (L.depth) box.style.marginLeft = Math.min(3, L.depth) * 22 + "px";   // inside a block
       const shape = L.shape.join("x") + (L.shown.join("x") !== L.shape.join("x") ? ` (showing ${L.shown.join("x")})` : "");
-      box.append(NC.el("h3", {}, `${L.path}: ${L.repr} -> ${shape}`));
+      const what = L.name === "Residual" ? " = body + shortcut, added" : L.name === "Concat" ? " = the branches, joined along the channels" : "";
+      box.append(NC.el("h3", {}, `${L.path}: ${L.repr} -> ${shape}${what}`));
       const a = NC.unpack(L.data), lo = L.data.min, hi = L.data.max;
       if (L.shown.length === 3) {
         const [c, h, w] = L.shown, maps = NC.el("div", {class: "maps"});

@@ -32,13 +32,15 @@
     t.append(first);
     for (const r of s.layers) {
       const tr = NC.el("tr");
-      tr.append(NC.el("td", {}, String(r.index)), NC.el("td", {class: "formula"}, r.repr),
+      const name = NC.el("td", {class: "formula"}, r.repr);
+      if (r.depth) { name.style.paddingLeft = (8 + 18 * r.depth) + "px"; tr.className = "inner"; }
+      tr.append(NC.el("td", {}, String(r.index)), name,
                 NC.el("td", {}, r.output_shape.join("x")), NC.el("td", {class: "num"}, r.params.toLocaleString()),
                 NC.el("td", {class: "num", title: r.flops.toLocaleString()}, human(r.flops)));
       t.append(tr);
     }
     $("total").textContent = `total: ${s.total_params.toLocaleString()} parameters, ${human(s.total_flops)} FLOPs per image (forward)`;
-    document.body.dataset.layers = String(s.layers.length);
+    document.body.dataset.layers = String(s.layers.filter(r => !r.depth).length);
   }
 
   async function init() {
