@@ -14,6 +14,7 @@ from .backend import use
 from .errors import NumcnnError
 from .gradcheck import gradcheck
 from .model import Sequential
+from .parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -33,4 +34,4 @@ def __getattr__(name):
 
 
 __all__ = ["Sequential", "load", "layers", "losses", "optim", "models", "functional", "init",
-           "gradcheck", "errors", "NumcnnError", "use"]
+           "gradcheck", "errors", "NumcnnError", "use", "set_num_threads", "get_num_threads"]

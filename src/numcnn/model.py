@@ -9,6 +9,15 @@ from .functional import softmax
 from .layers.base import (Layer, check_array, check_bool, check_dtype, check_finite,
                           layer_from_config, layer_to_config)
 
+#: methods that live on higher floors, registered by them at import (e.g. numcnn.parallel's
+#: "parallel_forward"/"parallel_backward", which run a batch in shards on a thread pool)
+_ENTRY_POINTS: dict = {}
+
+
+def register_entry_point(name, fn):
+    """Make ``fn`` the implementation of ``name`` (called by the module that defines it)."""
+    _ENTRY_POINTS[name] = fn
+
 
 def _check_input_shape(input_shape):
     """``input_shape`` as a tuple of positive ints (one sample's shape), or None."""
@@ -139,6 +148,11 @@ class Sequential:
                                                                        "Sequential.forward")
         check_array(x, "Sequential.forward")
         keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
+        self._numcnn_shards = None
+        if "parallel_forward" in _ENTRY_POINTS:    # every core: numcnn.parallel.threads
+            out = _ENTRY_POINTS["parallel_forward"](self, x, training)
+            if out is not None:
+                return out
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
         if cnhw:
@@ -162,6 +176,8 @@ class Sequential:
         if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
             raise ShapeError(f"Sequential.backward: expected dL/d(output) as an array shaped like "
                              f"the forward output, got {type(grad).__name__}")
+        if getattr(self, "_numcnn_shards", None) is not None:     # the forward ran in shards
+            return _ENTRY_POINTS["parallel_backward"](self, grad, input_grad)
         first = self.layers[0]
         if input_grad and hasattr(first, "needs_input_grad"):
             first.needs_input_grad = True
