@@ -115,7 +115,9 @@ def _load_data(name, args, classes=None):
 def cmd_train(args):
     from .data.augment import Augment
     from .metrics import format_report
+    from .parallel import launch
     from .training import Trainer, evaluate
+    world = launch.setup(args)        # --threads; under mpiexec, one rank of a data-parallel run
     ds = _load_data(args.data, args)
     (xtr, ytr), (xte, yte) = ds.splits
     classes = list(ds.classes)
@@ -130,6 +132,7 @@ def cmd_train(args):
                           f"{args.data!r} has {tuple(xtr.shape[1:])}")
     out = args.out or os.path.join("runs", f"{os.path.basename(str(args.data)).replace('.', '_')}-"
                                             f"{os.path.basename(args.model).split('.')[0]}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = launch.agree(world, out)     # every rank: rank 0's folder (only rank 0 writes)
     previous = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if previous and not args.resume:
         raise ConfigError(f"--out {out} holds a previous run ({', '.join(previous)}); continue it "
@@ -156,17 +159,21 @@ def cmd_train(args):
     _say(f"numcnn train: {args.model} on {args.data} ({len(xtr):,} train / {len(xte):,} test images "
          f"of {'x'.join(map(str, xtr.shape[1:]))}), {args.epochs} epochs, batch {args.batch_size}, "
          f"{type(trainer.optimizer).__name__} lr {trainer.optimizer.lr:g}, {args.schedule} schedule")
-    _say(f"output folder: {out}")
+    _say(f"output folder: {out}" + (f"; {world.size} processes (MPI)" if world else ""))
+    if world is None or world.root:
+        launch.write_run_json(out, launch.run_record(args, ds, world))
     t0 = time.perf_counter()
     history = trainer.fit((xtr, ytr), (xte, yte), resume=args.resume)
     elapsed = time.perf_counter() - t0
+    if world is not None and not world.root:
+        return launch.finished(world, 130 if trainer.interrupted else 0)
     if trainer.interrupted:
         again = [a for a in (args.argv or []) if a != "--resume"]
         if args.resume and args.resume in again:
             again.remove(args.resume)
         _say(f"\ninterrupted: checkpoint saved to {trainer.checkpoint_path}; continue with\n"
              f"  numcnn train {' '.join(again)} --resume {trainer.checkpoint_path}")
-        return 130
+        return launch.finished(world, 130)
     report = evaluate(model, xte, yte)
     _write_json(report, os.path.join(out, "evaluation.json"))
     _write_training_plots(model, history, report, xte, out)
@@ -177,7 +184,7 @@ def cmd_train(args):
     _say(f"test accuracy {report['accuracy'] * 100:.2f}% after {len(history['epoch'])} epochs in "
          f"{elapsed:.1f}s ({ips:,.0f} training images/s)")
     _say(f"model saved to {os.path.join(out, 'model.safetensors')}")
-    return 0
+    return launch.finished(world, 0)
 
 
 def _write_json(obj, path):
@@ -434,6 +441,8 @@ def build_parser():
     t.add_argument("--resume", default=None, help="checkpoint to continue from")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bars (one line of results per epoch still)")
+    t.add_argument("--threads", type=int, default=None, help="threads per process (default: "
+                   "NUMCNN_NUM_THREADS, else every usable core); see docs/parallel.md for mpiexec")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix of a model")

@@ -449,8 +449,8 @@ def parallel_backward(model, grad, input_grad):
     with _region, _OneThreadBlas():
         dxs = _run_shards(plan, lambda s: plan.replicas[s].backward(
             grad[plan.bounds[s][0]:plan.bounds[s][1]], input_grad=input_grad))
-        originals = [p for layer in plan.layers for p in layer.parameters()]
-        per_shard = [[p for layer in rl for p in layer.parameters()] for rl in plan.replica_layers]
+        originals = model.parameters()       # a container's layers' parameters, once each
+        per_shard = [rep.parameters() for rep in plan.replicas]
         for i, p in enumerate(originals):
             total = None
             for params in per_shard:          # shard 0 + shard 1 + ... : a fixed order
