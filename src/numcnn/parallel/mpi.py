@@ -53,6 +53,7 @@ __all__ = ["world", "launched_size", "World"]
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
 _FAIL_TAG, _ACK_TAG = 0x6E63, 0x6E64        # point-to-point tags of the failure notice
 _world = {"checked": False, "world": None}
+_GRACE_S = 5.0          # how long a failing rank waits for the others to say they stop
 
 
 def launched_size() -> int:
@@ -142,9 +143,10 @@ class World:
         print(f"numcnn: rank {self.rank} of {self.size}: stopping because "
               f"{buf.tobytes().decode('utf-8', 'replace')}", file=sys.stderr, flush=True)
         self.comm.Send([np.zeros(1, np.uint8), self.MPI.BYTE], dest=status.Get_source(), tag=_ACK_TAG)
+        time.sleep(_GRACE_S + 1)     # the failing rank aborts the job (after its output is out)
         self._abort()
 
-    def fail(self, why, grace_s=5.0):
+    def fail(self, why, grace_s=None):
         """Stop the whole job: print ``why`` with this rank's number, tell every other rank (each
         prints it as it stops), then ``MPI_Abort``.  Never returns."""
         text = f"rank {self.rank} of {self.size} failed: {why}"
@@ -152,7 +154,7 @@ class World:
         note = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy()
         requests = [self.comm.Isend([note, self.MPI.BYTE], dest=r, tag=_FAIL_TAG)
                     for r in range(self.size) if r != self.rank]
-        acks, deadline = 0, time.monotonic() + grace_s
+        acks, deadline = 0, time.monotonic() + (_GRACE_S if grace_s is None else grace_s)
         while acks < self.size - 1 and time.monotonic() < deadline:   # let them say why
             if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=_ACK_TAG):
                 self.comm.Recv([np.zeros(1, np.uint8), self.MPI.BYTE],
@@ -161,6 +163,7 @@ class World:
             else:
                 time.sleep(0.01)
         del requests
+        time.sleep(0.3)              # let mpiexec pass on every rank's last words
         self._abort()
 
     def _abort(self):
