@@ -58,6 +58,7 @@ BARRIER_TIMEOUT_S = 600.0
 _settings = {"threads": None, "explicit": False}
 _pool = {"executor": None, "size": 0}
 _region = threading.Lock()          # one sharded forward/backward at a time (the pool is shared)
+_inside = threading.local()         # .shard: this thread is running a shard
 _plans: "weakref.WeakKeyDictionary[Sequential, _Plan]" = weakref.WeakKeyDictionary()
 _blas = {"controller": None}
 
@@ -227,6 +228,8 @@ class _Plan:
                     memo[id(b)] = b
             rep = copy.deepcopy(model, memo)
             rep._numcnn_replica = True
+            for name in ("forward", "backward", "__call__"):     # e.g. a test's recording wrapper
+                rep.__dict__.pop(name, None)
             rl = _walk(rep)
             if [type(l) for l in rl] != [type(l) for l in layers]:     # pragma: no cover
                 raise RuntimeError("numcnn.parallel: a replica's layers differ from the model's")
@@ -389,11 +392,14 @@ def _run_shards(plan, fn):
     contexts = [contextvars.copy_context() for _ in range(k)]
 
     def guarded(s):
+        _inside.shard = True
         try:
             return contexts[s].run(fn, s)
         except BaseException:
             plan.abort()             # the others must not wait for this shard at a barrier
             raise
+        finally:
+            _inside.shard = False
 
     pool = _executor(get_num_threads() - 1)
     futures = [pool.submit(guarded, s) for s in range(1, k)]
@@ -414,8 +420,10 @@ def _run_shards(plan, fn):
 
 
 def _shards_for(model, x):
-    """The plan to run ``x`` in shards, or None to run it on this thread."""
-    if getattr(model, "_numcnn_replica", False) or type(x) is not np.ndarray or x.ndim < 2:
+    """The plan to run ``x`` in shards, or None to run it on this thread (also from inside a
+    shard, e.g. a model called by a layer: the pool is busy with this batch)."""
+    if getattr(model, "_numcnn_replica", False) or getattr(_inside, "shard", False) \
+            or type(x) is not np.ndarray or x.ndim < 2:
         return None
     n = get_num_threads()
     k = min(n, x.shape[0] // MIN_SHARD)
