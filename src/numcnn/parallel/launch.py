@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..errors import ConfigError
 from .mpi import world as mpi_world
 from .threads import get_num_threads, set_num_threads
 
@@ -82,5 +83,10 @@ def write_run_json(out, record):
         if isinstance(first, dict):
             first.setdefault("resumed", []).append(record)
             record = first
-    atomic_write(path, json.dumps(record, indent=1).encode())
+    try:
+        os.makedirs(out, exist_ok=True)
+        atomic_write(path, json.dumps(record, indent=1).encode())
+    except OSError as exc:          # the message Trainer gives for an unwritable --out
+        raise ConfigError(f"cannot write to the output folder {os.fspath(out)!r} "
+                          f"({exc.strerror or exc}); choose another folder") from None
     return path
