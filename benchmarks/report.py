@@ -172,13 +172,14 @@ def report(info):
                  f"1-thread BLAS; at {n}: {n} shards per batch, each on its own thread with a "
                  "1-thread BLAS (docs/parallel.md).\n")
         L.append("| network | batch | mode | numcnn 1 thread img/s | numcnn speed-up | "
-                 "torch 1 thread img/s | torch speed-up |")
-        L.append("|---|---:|---|---:|---:|---:|---:|")
+                 "torch 1 thread img/s | torch speed-up | numcnn / torch at 1 thread |")
+        L.append("|---|---:|---|---:|---:|---:|---:|---:|")
         for r in rows:
             s = r.get("scaling", {})
             L.append(f"| {nets.get(r['net'], r['net'])} | {r['batch']} | {r['mode']} | "
                      f"{fmt_rate(r['res'].get('numcnn@1', {}).get('ips'))} | {fmt_ratio(s.get('numcnn'))} | "
-                     f"{fmt_rate(r['res'].get('torch@1', {}).get('ips'))} | {fmt_ratio(s.get('torch'))} |")
+                     f"{fmt_rate(r['res'].get('torch@1', {}).get('ips'))} | {fmt_ratio(s.get('torch'))} | "
+                     f"{fmt_ratio(r.get('ratio1'))} |")
         L.append("")
 
     for batch, lrows in info["layer_rows"].items():

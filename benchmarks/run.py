@@ -27,6 +27,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -145,7 +146,9 @@ def main(argv=None):
     ap.add_argument("--no-layers", action="store_true", help="skip the per-conv-layer timings")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"),
                     help="Markdown file to write (default benchmarks/results.md)")
-    ap.add_argument("--log", default=None, help="workers' stderr (default: a file beside --out)")
+    ap.add_argument("--log", default=None,
+                    help="file for the workers' stderr (default: numcnn-benchmark-workers.log in "
+                         "the temporary folder)")
     args = ap.parse_args(argv)
 
     q = args.quick
@@ -169,7 +172,7 @@ def main(argv=None):
     idle_at_start = wait_idle(args.wait_idle) if args.wait_idle > 0 else None
     t_start = time.perf_counter()
     load_start = loadavg()
-    log_path = args.log or os.path.splitext(args.out)[0] + ".workers.log"
+    log_path = args.log or os.path.join(tempfile.gettempdir(), "numcnn-benchmark-workers.log")
     log = open(log_path, "w")
     try:
         import torch  # noqa: F401
@@ -249,6 +252,8 @@ def main(argv=None):
                                 ratios(per_round["numcnn"], per_round.get(other, [])))
                     if "torch+malloc" in per_round and "torch" in per_round:
                         row["malloc_gain"] = summary(ratios(per_round["torch+malloc"], per_round["torch"]))
+                    if "numcnn@1" in per_round and "torch@1" in per_round:
+                        row["ratio1"] = summary(ratios(per_round["numcnn@1"], per_round["torch@1"]))
                     for fw in ("numcnn", "torch"):
                         if f"{fw}@1" in per_round:
                             row.setdefault("scaling", {})[fw] = summary(
