@@ -5,6 +5,7 @@ Every comparison is 2 threads (2 shards, each on its own thread with a one-threa
 """
 import json
 import os
+import select
 
 import numpy as np
 import pytest
@@ -194,3 +195,26 @@ def test_cli_train_threads_is_recorded_in_run_json(tmp_path):
         run = json.load(f)
     assert run["threads"] == 2 and run["processes"] == 1
     assert run["arguments"]["threads"] == 2 and run["data"]["source"]
+
+
+def test_a_forked_child_makes_its_own_pool():
+    """A child process has none of its parent's threads: its first sharded batch must not wait
+    for them forever."""
+    numcnn.set_num_threads(2)
+    model = lenet()
+    x, _ = batch(model, 16)
+    expected = model.forward(x, training=False)               # the parent's pool exists now
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                              # the child
+        try:
+            ok = np.array_equal(model.forward(x, training=False), expected) \
+                and model._numcnn_shards.k == 2
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    ready, _, _ = select.select([r], [], [], 60)
+    got = os.read(r, 1) if ready else b"timeout"
+    os.waitpid(pid, 0) if ready else os.kill(pid, 9)
+    assert got == b"1"

@@ -153,12 +153,14 @@ class _OneThreadBlas:
 
 
 def _executor(workers):
-    if _pool["size"] != workers:
-        if _pool["executor"] is not None:
+    """The persistent pool of ``workers`` threads (made again after a fork: a child process
+    has none of its parent's threads)."""
+    if _pool["size"] != workers or _pool.get("pid") != os.getpid():
+        if _pool["executor"] is not None and _pool.get("pid") == os.getpid():
             _pool["executor"].shutdown(wait=True)
         _pool["executor"] = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="numcnn-shard")
-        _pool["size"] = workers
+        _pool["size"], _pool["pid"] = workers, os.getpid()
     return _pool["executor"]
 
 
