@@ -59,7 +59,7 @@ _settings = {"threads": None, "explicit": False}
 _pool = {"executor": None, "size": 0}
 _region = threading.Lock()          # one sharded forward/backward at a time (the pool is shared)
 _inside = threading.local()         # .shard: this thread is running a shard
-_plans: "weakref.WeakKeyDictionary[Sequential, _Plan]" = weakref.WeakKeyDictionary()
+_plans: "weakref.WeakKeyDictionary[Sequential, dict]" = weakref.WeakKeyDictionary()
 _blas = {"controller": None}
 
 
@@ -229,11 +229,16 @@ class _Plan:
         old = model.__dict__.pop("_numcnn_shards", None)     # never copy an older plan
         for s in range(k):
             memo = {}
-            for layer in layers:     # parameter arrays and buffers are shared, not copied
-                for p in layer.parameters():
-                    memo[id(p.value)] = p.value
+            for layer in layers:     # parameter arrays and buffers are shared, not copied;
+                for p in layer.parameters():     # last step's caches and gradients are not
+                    memo[id(p.value)] = p.value  # taken along at all
+                    if p.grad is not None:
+                        memo[id(p.grad)] = None
                 for b in layer.buffers().values():
                     memo[id(b)] = b
+                cache = getattr(layer, "_cache", None)
+                if cache is not None and not isinstance(cache, (int, float, str, bytes)):
+                    memo[id(cache)] = None       # (never a shared constant such as the int 1)
             rep = copy.deepcopy(model, memo)
             rep._numcnn_replica = True
             for name in ("forward", "backward", "__call__"):     # e.g. a test's recording wrapper
@@ -284,14 +289,16 @@ class _Plan:
 
 
 def _plan_for(model, k):
+    """The model's plan for k shards (kept per model and k: an epoch's short last batch may
+    need fewer shards than the others), or None when the model cannot run in shards."""
     layers = _walk(model)
-    plan = _plans.get(model)
+    plans = _plans.setdefault(model, {})
+    plan = plans.get(k)
     if plan is not None and plan.key == _Plan.key_of(layers, k):
         return plan
     if not _shardable(layers):
         return None
-    plan = _Plan(model, layers, k)
-    _plans[model] = plan
+    plan = plans[k] = _Plan(model, layers, k)
     return plan
 
 
