@@ -156,9 +156,13 @@ class World:
                     for r in range(self.size) if r != self.rank]
         acks, deadline = 0, time.monotonic() + (_GRACE_S if grace_s is None else grace_s)
         while acks < self.size - 1 and time.monotonic() < deadline:   # let them say why
-            if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=_ACK_TAG):
-                self.comm.Recv([np.zeros(1, np.uint8), self.MPI.BYTE],
-                               source=self.MPI.ANY_SOURCE, tag=_ACK_TAG)
+            status = self.MPI.Status()
+            if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=_ACK_TAG, status=status) or \
+                    self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=_FAIL_TAG, status=status):
+                # an answer, or the other rank failing too (the same bad input on every rank)
+                buf = np.empty(max(1, status.Get_count(self.MPI.BYTE)), dtype=np.uint8)
+                self.comm.Recv([buf, self.MPI.BYTE], source=status.Get_source(),
+                               tag=status.Get_tag())
                 acks += 1
             else:
                 time.sleep(0.01)
