@@ -42,6 +42,7 @@ import weakref
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
+from ..functional.conv import block_share
 from ..functional.dropout import dropout_mask
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
@@ -406,10 +407,14 @@ def _run_shards(plan, fn):
     k = plan.k
     contexts = [contextvars.copy_context() for _ in range(k)]
 
+    def in_shard(s):
+        block_share.set(k)           # the shards share one thread's column budget
+        return fn(s)
+
     def guarded(s):
         _inside.shard = True
         try:
-            return contexts[s].run(fn, s)
+            return contexts[s].run(in_shard, s)
         except BaseException:
             plan.abort()             # the others must not wait for this shard at a barrier
             raise
