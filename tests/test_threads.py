@@ -38,6 +38,16 @@ class Residual(Layer):
     def __init__(self, channels, rng):
         self.conv = Conv2D(channels, channels, 3, padding=1, rng=rng)
         self.relu = ReLU()
+        self.drop = Dropout(0.2, rng=5)
+
+    def buffers(self):                  # as a container reports its inner layers' state
+        return {f"conv.{k}": v for k, v in self.conv.buffers().items()}
+
+    def _rng_state(self):
+        return {"drop": self.drop._rng_state()}
+
+    def _set_rng_state(self, state):
+        self.drop._set_rng_state(state["drop"])
 
     def parameters(self):
         return self.conv.parameters()
@@ -46,10 +56,12 @@ class Residual(Layer):
         return {f"conv.{k}": v for k, v in self.conv.named_parameters().items()}
 
     def forward(self, x, training=True, layout="NCHW"):
-        return x + self.relu.forward(self.conv.forward(x, training, layout), training, layout)
+        body = self.relu.forward(self.conv.forward(x, training, layout), training, layout)
+        return x + self.drop.forward(body, training, layout)
 
     def backward(self, grad_out):
-        return grad_out + self.conv.backward(self.relu.backward(grad_out))   # the fork adds
+        # the fork: dL/dx = dL/dy (the identity path) + what comes back through the body
+        return grad_out + self.conv.backward(self.relu.backward(self.drop.backward(grad_out)))
 
 
 def bn_net(dropout=0.0):

@@ -191,13 +191,24 @@ def _walk(model):
 
 def _shardable(layers):
     """Layers whose state the shards can share: buffers only in batch norm (handled below) and
-    randomness only in Dropout (one mask, drawn once)."""
+    randomness only in Dropout (one mask, drawn once).  A container's buffers and random states
+    are its inner layers', which are checked themselves."""
     for layer in layers:
-        if layer.buffer_names and not isinstance(layer, _BatchNorm):
+        if _is_container(layer):
+            continue
+        if layer.buffers() and not isinstance(layer, _BatchNorm):
             return False
         if layer._rng_state() is not None and not isinstance(layer, Dropout):
             return False
     return True
+
+
+def _is_container(layer):
+    def holds_layers(v):
+        return isinstance(v, Layer) or (isinstance(v, (list, tuple)) and any(
+            holds_layers(u) for u in v)) or (isinstance(v, dict) and any(
+            holds_layers(u) for u in v.values()))
+    return any(holds_layers(v) for k, v in vars(layer).items() if k != "_cache")
 
 
 class _Shared:
