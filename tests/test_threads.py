@@ -31,8 +31,9 @@ def _restore_threads():
     threads._set_blas_threads(threads.usable_cores())
 
 
-class Residual(Layer):
-    """A container layer (as graph layers are): y = x + relu(conv(x)); the fork adds its two
+class _ShardTestResidual(Layer):
+    """A container layer (as graph layers are; the leading _ keeps it out of the public layer
+    registry): y = x + dropout(relu(conv(x))); the fork adds its two
     paths' gradients in backward."""
 
     def __init__(self, channels, rng):
@@ -67,7 +68,7 @@ class Residual(Layer):
 def bn_net(dropout=0.0):
     rng = np.random.default_rng(3)
     return numcnn.Sequential([
-        Conv2D(3, 8, 3, padding=1, rng=rng), BatchNorm2D(8), ReLU(), Residual(8, rng),
+        Conv2D(3, 8, 3, padding=1, rng=rng), BatchNorm2D(8), ReLU(), _ShardTestResidual(8, rng),
         MaxPool2D(2), Flatten(), Dense(8 * 8 * 8, 32, rng=rng), ReLU(), Dropout(dropout),
         Dense(32, 10, rng=rng)], input_shape=(3, 16, 16))
 
@@ -120,6 +121,7 @@ def test_batch_norm_uses_the_whole_batch_not_each_shard():
     x[12:] += 3.0                              # the second shard's images are much brighter
     expected = model.forward(x)
     numcnn.set_num_threads(2)
+    model = bn_net()                           # the same weights and dropout seeds, afresh
     got = model.forward(x)
     assert model._numcnn_shards.k == 2
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
