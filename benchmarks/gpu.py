@@ -30,8 +30,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run import (GPU_HEADING, LR, MOMENTUM, NETS, build_net, forward_flops,  # noqa: E402
-                 make_data, numcnn_train_step, to_torch)
+from nets import (LR, MOMENTUM, NETS, build_net, forward_flops, make_data,  # noqa: E402
+                  numcnn_train_step, to_torch)
+from report import GPU_HEADING  # noqa: E402
 
 BATCHES = (64, 256)
 

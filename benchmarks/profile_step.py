@@ -19,7 +19,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run import NETS, build_net, make_data, numcnn_train_step  # noqa: E402
+from nets import NETS, build_net, make_data, numcnn_train_step  # noqa: E402
 
 
 def main(argv=None):

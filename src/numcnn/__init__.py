@@ -14,14 +14,15 @@ The floors, and the direction of calls, are drawn in ``docs/architecture.md``.
 from . import errors, functional, init, layers, losses, models, optim
 # the floors above the model register model.fit / model.evaluate / model.save when imported
 from . import io, training  # noqa: E402  (order: the model first, then what it calls up to)
+from ._version import __version__  # noqa: F401
 from .architecture import load_architecture
 from .backend import use
 from .errors import NumcnnError
 from .gradcheck import gradcheck
 from .io import load_model as load
 from .model import Sequential
+from .parallel import get_num_threads, set_num_threads
 
-__version__ = "0.1.0"
 
 
 def __getattr__(name):
@@ -33,4 +34,5 @@ def __getattr__(name):
 
 
 __all__ = ["Sequential", "load", "load_architecture", "layers", "losses", "optim", "models",
-           "functional", "init", "gradcheck", "errors", "NumcnnError", "use", "io", "training"]
+           "functional", "init", "gradcheck", "errors", "NumcnnError", "use", "io", "training",
+           "set_num_threads", "get_num_threads"]

@@ -23,6 +23,7 @@ from .data.images import image_size, load_image
 from .errors import ConfigError, DataError, ModelFileError, NumcnnError
 from .io import load_model
 from .metrics import format_report
+from .parallel import launch
 from .training import evaluate
 from .training.run import DEFAULTS, RUN_FILES, TrainingRun, first_conv, load_data, write_json  # noqa: F401
 from .viz import convdemo, plots
@@ -45,13 +46,15 @@ def cmd_train(args):
                       momentum=args.momentum, weight_decay=args.weight_decay,
                       schedule=args.schedule, shift=args.shift, flip=args.flip,
                       image_size=args.image_size, seed=args.seed, patience=args.patience,
-                      out=args.out, resume=args.resume,
+                      out=args.out, resume=args.resume, threads=args.threads,
                       progress="lines" if args.no_progress else True, log=_say, argv=args.argv)
     result = run.run()
+    if run.world is not None and not run.world.root:         # rank 0 reports for the job
+        return launch.finished(run.world, 130 if result["interrupted"] else 0)
     if result["interrupted"]:
         _say(f"\ninterrupted: checkpoint saved to {run.trainer.checkpoint_path}; continue with\n"
              f"  {run.resume_command}")
-        return 130
+        return launch.finished(run.world, 130)
     history, report = result["history"], result["report"]
     ips = history["images_per_s"][-1] if history["images_per_s"] else float("nan")
     _say("")
@@ -60,7 +63,7 @@ def cmd_train(args):
     _say(f"test accuracy {report['accuracy'] * 100:.2f}% after {len(history['epoch'])} epochs in "
          f"{result['elapsed']:.1f}s ({ips:,.0f} training images/s)")
     _say(f"model saved to {os.path.join(result['out'], 'model.safetensors')}")
-    return 0
+    return launch.finished(run.world, 0)
 
 
 def cmd_evaluate(args):
@@ -274,6 +277,8 @@ def build_parser():
     t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
     t.add_argument("--out", default=None, help="output folder (default runs/<data>-<model>-<time>)")
     t.add_argument("--resume", default=None, help="checkpoint to continue from")
+    t.add_argument("--threads", type=int, default=None, help="threads per process (default: "
+                   "NUMCNN_NUM_THREADS, else every usable core); see docs/parallel.md for mpiexec")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bars (one line of results per epoch still)")
     t.set_defaults(func=cmd_train)

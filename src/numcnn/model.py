@@ -12,7 +12,8 @@ from .layers.container import check_distinct, seed_dropout
 from .validate import check_array, check_bool, check_dtype, check_finite
 
 #: ``model.fit``, ``model.evaluate``, ``model.save``... belong to floors above the model (the
-#: trainer, the file format, ONNX).  Those floors register their function here when imported
+#: trainer, the file format, ONNX; numcnn.parallel's "parallel_forward"/"parallel_backward" run
+#: a batch in shards on a thread pool).  Those floors register their function here when imported
 #: (``import numcnn`` imports them all), so the model calls up without importing up: no cycle.
 _ENTRY_POINTS: dict = {}
 
@@ -158,6 +159,11 @@ class Sequential:
                                                                        "Sequential.forward")
         check_array(x, "Sequential.forward")
         keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
+        self._numcnn_shards = None
+        if "parallel_forward" in _ENTRY_POINTS:    # every core: numcnn.parallel.threads
+            out = _ENTRY_POINTS["parallel_forward"](self, x, training)
+            if out is not None:
+                return out
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
         if cnhw:
@@ -181,6 +187,8 @@ class Sequential:
         if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
             raise ShapeError(f"Sequential.backward: expected dL/d(output) as an array shaped like "
                              f"the forward output, got {type(grad).__name__}")
+        if getattr(self, "_numcnn_shards", None) is not None:     # the forward ran in shards
+            return _ENTRY_POINTS["parallel_backward"](self, grad, input_grad)
         first = self.layers[0]
         if input_grad and hasattr(first, "needs_input_grad"):
             first.needs_input_grad = True

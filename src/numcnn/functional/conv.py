@@ -35,6 +35,7 @@ the input) and cropped off dL/dI at the end.
 """
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass
 
 from ..backend import get_array_module
@@ -55,8 +56,14 @@ BLOCK_BYTES = 6 * 1024 * 1024
 GPU_BLOCK_BYTES = 512 * 1024 * 1024
 
 
+#: How many batch shards run at once (numcnn.parallel.threads sets it in each shard's context):
+#: a shard's blocks get that share of BLOCK_BYTES, so the shards together build and keep no
+#: more columns than one thread does with the whole batch.
+block_share = contextvars.ContextVar("numcnn_block_share", default=1)
+
+
 def _block_bytes(xp):
-    return BLOCK_BYTES if xp.__name__ == "numpy" else GPU_BLOCK_BYTES
+    return BLOCK_BYTES // block_share.get() if xp.__name__ == "numpy" else GPU_BLOCK_BYTES
 
 #: When a layer's columns fit in one block they are kept for the backward pass (no rebuilding);
 #: bigger ones are rebuilt block by block in backward, which keeps a training step's memory

@@ -29,12 +29,14 @@ import time
 
 import numpy as np
 
+from .._version import __version__
 from ..architecture import build_model
 from ..data.augment import Augment
 from ..data.datasets import is_named, load_dataset
 from ..errors import ConfigError
 from ..files import atomic_write, check_writable_folder
 from ..layers import Conv2D
+from ..parallel import launch
 from ..viz import plots
 from .evaluate import evaluate
 from .trainer import Trainer
@@ -140,24 +142,34 @@ class TrainingRun:
                  batch_size=DEFAULTS["batch_size"], optimizer=DEFAULTS["optimizer"], lr=None,
                  momentum=None, weight_decay=0.0, schedule=DEFAULTS["schedule"], shift=None,
                  flip=False, image_size=None, seed=0, patience=None, out=None, resume=None,
-                 progress=True, callback=None, log=None, argv=None):
+                 threads=None, progress=True, callback=None, log=None, argv=None):
         self.data, self.model_spec = data, model
         self.epochs, self.batch_size = epochs, batch_size
         self.optimizer, self.lr, self.momentum = optimizer, lr, momentum
         self.weight_decay, self.schedule = weight_decay, schedule
         self.shift, self.flip, self.image_size = shift, flip, image_size
         self.seed, self.patience = seed, patience
-        self.out, self.resume = out, resume
+        self.out, self.resume, self.threads = out, resume, threads
         self.progress, self.callback = progress, callback
         self.log = log or (lambda line: print(line, flush=True))
         self.argv = list(argv or [])
-        self.model = self.trainer = self.dataset = None
+        self.model = self.trainer = self.dataset = self.world = None
         self.history = self.report = None
         self.interrupted = False
 
     # -- setting up (reads data, builds the model; writes nothing) ------------------------------
+    def arguments(self) -> dict:
+        """The run's settings, as ``run.json`` records them."""
+        names = ("data", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+                 "schedule", "shift", "flip", "image_size", "seed", "patience", "out", "resume",
+                 "threads")
+        return {"model": self.model_spec, **{n: getattr(self, n) for n in names}}
+
     def prepare(self):
-        """Load the data, build the model and the trainer, and check that they fit together."""
+        """Load the data, build the model and the trainer, and check that they fit together.
+        Sets the thread count and, under ``mpiexec``, joins the MPI job (rank 0 prints and
+        writes; every rank trains its rows of each batch)."""
+        self.world = launch.setup(self.threads)
         ds = self.dataset = load_data(self.data, self.image_size)
         (xtr, _), _ = ds.splits
         classes = list(ds.classes)
@@ -174,6 +186,7 @@ class TrainingRun:
             stem = os.path.basename(str(self.data)).replace(".", "_")
             arch = os.path.basename(str(self.model_spec)).split(".")[0]
             self.out = os.path.join("runs", f"{stem}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.out = launch.agree(self.world, self.out)   # every rank: rank 0's folder
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.optimizer)
         if self.momentum is None:
@@ -213,9 +226,13 @@ class TrainingRun:
         """
         if self.trainer is None:
             self.prepare()
+        if self.world is not None and not self.world.root:
+            return self._train()                 # only rank 0 owns (and writes) the folder
         check_writable_folder(self.out)          # a clear error before the lock makes the folder
         with RunFolderLock(self.out):
             self._check_folder_free()
+            launch.write_run_json(self.out, launch.run_record(
+                self.arguments(), self.argv, self.dataset, self.world, __version__))
             return self._train()
 
     def _train(self):
@@ -225,14 +242,14 @@ class TrainingRun:
             f"test images of {'x'.join(map(str, xtr.shape[1:]))}), {self.epochs} epochs, batch "
             f"{self.batch_size}, {type(trainer.optimizer).__name__} lr {trainer.optimizer.lr:g}, "
             f"{self.schedule} schedule")
-        log(f"output folder: {self.out}")
+        log(f"output folder: {self.out}" + (f"; {self.world.size} processes (MPI)" if self.world else ""))
         t0 = time.perf_counter()
         self.history = trainer.fit((xtr, ytr), (xte, yte), resume=self.resume)
         elapsed = time.perf_counter() - t0
         self.interrupted = trainer.interrupted
-        if self.interrupted:
+        if self.interrupted or (self.world is not None and not self.world.root):
             return {"out": self.out, "history": self.history, "report": None,
-                    "elapsed": elapsed, "interrupted": True}
+                    "elapsed": elapsed, "interrupted": self.interrupted}
         self.report = evaluate(self.model, xte, yte)
         write_json(self.report, os.path.join(self.out, "evaluation.json"))
         write_training_plots(self.model, self.history, self.report, xte, self.out)

@@ -31,6 +31,7 @@ from ..io import save_model
 from ..layers.activation import Softmax
 from ..losses import CrossEntropy
 from ..optim import OPTIMIZERS, Optimizer, make_schedule
+from ..parallel.mpi import world as mpi_world
 from ..validate import check_labels, check_pair, check_xy
 from .checkpoint import HISTORY_KEYS, restore_checkpoint
 from .evaluate import evaluate
@@ -144,6 +145,10 @@ class Trainer:
             raise ConfigError(f"callback must be callable(event, info), got {callback!r}")
         self.callback = callback
         self._stop = _StopFlag()
+        # under `mpiexec -n N` (N > 1): one rank of a data-parallel run (numcnn.parallel.mpi)
+        self.distributed = mpi_world()
+        if self.distributed is not None:
+            self.distributed.attach(self)
 
     # -- paths ----------------------------------------------------------------------------------
     def _path(self, name):
@@ -247,8 +252,19 @@ class Trainer:
             if not bool(xp.isfinite(p.value).all()):
                 raise self._diverged(epoch, k, f"parameter {name} holds NaN or inf after the update")
 
+    def _step(self, xb, yb, yb_dev, flag):
+        """Forward, loss and backward of one batch; returns (samples, loss sum, correct).  Under
+        MPI: this rank's rows, then one Allreduce makes the gradients and the three totals the
+        global batch's (numcnn.parallel.mpi.World.step)."""
+        if self.distributed is not None:
+            return self.distributed.step(self.model, self.loss, xb, yb, yb_dev, flag)
+        logits = self.model.forward(xb, training=True)
+        loss = self.loss.forward(logits, yb_dev)
+        self.model.backward(self.loss.backward())
+        return len(yb), loss * len(yb), int((to_numpy(logits.argmax(axis=1)) == yb).sum())
+
     def _run_epoch(self, loader, val, epoch, first_batch, partial, flag):
-        model, opt, loss_fn = self.model, self.optimizer, self.loss
+        model, opt = self.model, self.optimizer
         self.schedule.set_epoch(epoch)
         n_batches = len(loader)
         seen = partial["seen"] if partial else 0
@@ -263,22 +279,22 @@ class Trainer:
                        unit="batch", leave=True, dynamic_ncols=True)
         xp = model.xp
         try:
-            for k, (xb, yb) in enumerate(loader.iter_from(epoch, first_batch), start=first_batch):
+            batches = loader.iter_from(epoch, first_batch) if self.distributed is None else \
+                self.distributed.shard_batches(loader, epoch, first_batch)     # this rank's rows
+            for k, (xb, yb) in enumerate(batches, start=first_batch):
                 if xp is not np:
                     xb, yb_dev = xp.asarray(xb), xp.asarray(yb)
                 else:
                     yb_dev = yb
                 try:
-                    logits = model.forward(xb, training=True)
-                    loss = loss_fn.forward(logits, yb_dev)
+                    n, batch_loss, batch_correct = self._step(xb, yb, yb_dev, flag)
                 except NonFiniteError as exc:
                     raise self._diverged(epoch, k, str(exc)) from None
-                model.backward(loss_fn.backward())
                 opt.step()
                 opt.zero_grad()
-                seen += len(yb)
-                loss_sum += loss * len(yb)
-                correct += int((to_numpy(logits.argmax(axis=1)) == yb).sum())
+                seen += n
+                loss_sum += batch_loss
+                correct += batch_correct
                 if bar is not None:
                     el = t_prev + time.perf_counter() - t0
                     bar.set_postfix({"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.3f}",
