@@ -14,6 +14,8 @@ from .backend import use
 from .errors import NumcnnError
 from .gradcheck import gradcheck
 from .model import Sequential
+from . import interop                # registers model.to_onnx / state_dict / load_state_dict
+from .interop import from_onnx
 
 __version__ = "0.1.0"
 
@@ -32,5 +34,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'numcnn' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "load", "layers", "losses", "optim", "models", "functional", "init",
+__all__ = ["Sequential", "load", "from_onnx", "layers", "losses", "optim", "models", "functional", "init",
            "gradcheck", "errors", "NumcnnError", "use"]

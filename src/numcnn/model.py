@@ -4,10 +4,26 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_array_module, keep_freed_memory, to_numpy
-from .errors import ConfigError, DTypeError, NumcnnError, ShapeError
+from .errors import ConfigError, DTypeError, NumcnnError, ShapeError, StateError
 from .functional import softmax
 from .layers.base import (Layer, check_array, check_bool, check_dtype, check_finite,
                           layer_from_config, layer_to_config)
+
+#: model methods implemented by higher floors (interop...), registered when those are imported
+_ENTRY_POINTS: dict = {}
+
+
+def register_entry_point(name, fn):
+    """Make ``Sequential.<name>(...)`` call ``fn(model, ...)`` (a floor above the model)."""
+    _ENTRY_POINTS[name] = fn
+
+
+def _entry_point(name):
+    fn = _ENTRY_POINTS.get(name)
+    if fn is None:
+        raise StateError(f"Sequential.{name} is not available: import numcnn (the package), "
+                         f"which registers it")
+    return fn
 
 
 def _check_input_shape(input_shape):
@@ -375,6 +391,18 @@ class Sequential:
         """Write this model to a ``.safetensors`` file (see :mod:`numcnn.io`)."""
         from .io import save_model
         save_model(self, path, **kw)
+
+    def to_onnx(self, path, **kw):
+        """Write an ONNX graph computing this model's eval-mode forward (numcnn.interop)."""
+        return _entry_point("to_onnx")(self, path, **kw)
+
+    def state_dict(self):
+        """``{name: array}`` in PyTorch ``nn.Sequential`` naming (numcnn.interop)."""
+        return _entry_point("state_dict")(self)
+
+    def load_state_dict(self, mapping, strict=True, name_map=None):
+        """Load PyTorch-named weights (see numcnn.interop.state_dict)."""
+        return _entry_point("load_state_dict")(self, mapping, strict=strict, name_map=name_map)
 
 
 def _human(n):

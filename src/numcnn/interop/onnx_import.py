@@ -1,0 +1,927 @@
+"""ONNX -> numcnn: a table from ``op_type`` to builder (tinygrad's ``extra/onnx.py`` layout).
+
+``from_onnx(path)`` walks the graph in its (topological) order.  Every value it meets is one of
+
+* **data**: what a chain of numcnn layers makes of the graph's input (``_Data``: those layers
+  and one sample's shape);
+* **constant**: an initializer, a ``Constant`` node's tensor, or what shape arithmetic makes of
+  them (numpy arrays);
+* **shape**: a shape vector that holds the dynamic batch size ``N`` (``Shape`` -> ``Gather`` ->
+  ``Unsqueeze`` -> ``Concat``, as ``torch.onnx.export`` writes ``x.view(x.size(0), -1)``).
+
+A builder checks its node's attributes (an attribute it does not know is *unsupported*, never
+ignored), and appends a layer to its data input's chain.  Everything unsupported is collected
+(operator, attribute, node name) and reported at once; no model is returned then.
+
+Hostile files: the file size is checked before it is read, every tensor's declared size before
+its bytes are touched (numcnn decodes tensors itself, not ``numpy_helper.to_array``), the
+number of nodes and initializers is capped, and external-data files must lie inside the model's
+folder.  Weights are stored as float32 (float16/float64 graphs are widened/narrowed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from .. import layers as L
+from ..errors import ModelFileError, NumcnnError
+from ..io import MAX_ELEMENTS, _as_path
+from ._onnx import require_onnx
+
+#: the largest file accepted: numcnn's largest model (MAX_ELEMENTS float32) plus room for the graph
+MAX_FILE_BYTES = 4 * MAX_ELEMENTS + (64 << 20)
+MAX_NODES = 20_000
+MAX_INITIALIZERS = 20_000
+MAX_RANK = 8
+#: opsets this importer knows the semantics of (7: the first with today's BatchNormalization)
+MIN_OPSET = 7
+
+# ONNX TensorProto data types numcnn reads: code -> (name, little-endian dtype, typed field)
+_TENSOR_TYPES = {1: ("FLOAT", "<f4", "float_data"), 11: ("DOUBLE", "<f8", "double_data"),
+                 10: ("FLOAT16", "<f2", "int32_data"), 7: ("INT64", "<i8", "int64_data"),
+                 6: ("INT32", "<i4", "int32_data"), 9: ("BOOL", "|b1", "int32_data")}
+
+
+class OnnxImportError(ModelFileError):
+    """An ONNX file numcnn cannot turn into an equal model (``problems`` lists why)."""
+
+
+class _Unsupported(Exception):
+    """Raised by a builder: this node cannot become numcnn layers (collected, then reported)."""
+
+
+class _Data:
+    """A value computed from the graph input: ``layers`` applied to it; one sample's ``shape``."""
+
+    __slots__ = ("layers", "shape")
+
+    def __init__(self, layers, shape):
+        self.layers, self.shape = tuple(layers), tuple(shape)
+
+
+class _Shape:
+    """A vector (or scalar) of ints some of which are the batch size ``"N"``."""
+
+    __slots__ = ("vals", "scalar")
+
+    def __init__(self, vals, scalar=False):
+        self.vals, self.scalar = list(vals), scalar
+
+
+# -- reading the file -----------------------------------------------------------------------------
+def _short(text, n=80):
+    text = str(text)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _load_proto(path):
+    onnx = require_onnx()
+    if not os.path.exists(path):
+        raise ModelFileError(f"ONNX file {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise ModelFileError(f"ONNX file {path!r} is not a file")
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise ModelFileError(f"{path}: {size:,} bytes is more than numcnn imports "
+                             f"({MAX_FILE_BYTES:,}: its largest model, {MAX_ELEMENTS:,} float32 "
+                             "weights, plus the graph)")
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's C parser raises several types on junk
+        raise ModelFileError(f"{path}: not an ONNX model: the protobuf parser refused it "
+                             f"({type(exc).__name__}: {_short(exc)})") from None
+    return proto
+
+
+class _Tensors:
+    """Decodes TensorProtos into numpy arrays, checking declared sizes against a budget first."""
+
+    def __init__(self, path):
+        self.path = path
+        self.folder = os.path.dirname(os.path.abspath(path))
+        self.budget = MAX_ELEMENTS
+
+    def array(self, t, what):
+        spec = _TENSOR_TYPES.get(t.data_type)
+        if spec is None:
+            raise _Unsupported(f"{what}: tensor data type {t.data_type} is not supported "
+                               f"(numcnn reads {', '.join(s[0] for s in _TENSOR_TYPES.values())})")
+        name, dt, field = spec
+        dims = list(t.dims)
+        if len(dims) > MAX_RANK or any(d < 0 for d in dims):
+            raise ModelFileError(f"{self.path}: {what} declares dims {_short(dims)}")
+        count = math.prod(dims)
+        if count > self.budget:
+            raise ModelFileError(f"{self.path}: {what} declares {count:,} elements; numcnn "
+                                 f"imports at most {MAX_ELEMENTS:,} in all (the file is corrupt "
+                                 "or the model far too large)")
+        self.budget -= count
+        if t.HasField("segment"):
+            raise _Unsupported(f"{what}: segmented tensors are not supported")
+        dtype = np.dtype(dt)
+        nbytes = count * dtype.itemsize
+        if t.data_location == 1:                          # EXTERNAL
+            raw = self._external(t, what, nbytes)
+        elif t.raw_data:
+            raw = t.raw_data
+        else:
+            raw = None
+        if raw is not None:
+            if len(raw) != nbytes:
+                raise ModelFileError(f"{self.path}: {what} ({name} {dims}) needs {nbytes:,} bytes "
+                                     f"but holds {len(raw):,}")
+            return np.frombuffer(raw, dtype=dtype).reshape(dims).copy()
+        values = getattr(t, field)
+        if len(values) != count:
+            raise ModelFileError(f"{self.path}: {what} ({name} {dims}) needs {count:,} values "
+                                 f"but holds {len(values):,}")
+        if name == "FLOAT16":         # stored as the 16 bits of each value in int32_data
+            return np.asarray(values, dtype=np.uint16).view(np.float16).reshape(dims)
+        if name == "BOOL":
+            return np.asarray(values, dtype=np.int64).astype(bool).reshape(dims)
+        return np.asarray(values, dtype=dtype).reshape(dims)
+
+    def _external(self, t, what, nbytes):
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else nbytes
+        except ValueError:
+            raise ModelFileError(f"{self.path}: {what}: bad external-data offset/length") from None
+        full = os.path.realpath(os.path.join(self.folder, location))
+        inside = os.path.realpath(self.folder)
+        if not location or os.path.isabs(location) or os.path.commonpath([full, inside]) != inside:
+            raise ModelFileError(f"{self.path}: {what}: external data {_short(location)!r} is "
+                                 "not a file inside the model's folder; refused")
+        if not os.path.isfile(full):
+            raise ModelFileError(f"{self.path}: {what}: external data file {location!r} is missing")
+        if offset < 0 or length != nbytes or offset + length > os.path.getsize(full):
+            raise ModelFileError(f"{self.path}: {what}: external data {location!r} [{offset}, "
+                                 f"+{length}) does not hold the {nbytes:,} bytes the tensor needs")
+        with open(full, "rb") as f:
+            f.seek(offset)
+            return f.read(nbytes)
+
+
+# -- attributes -------------------------------------------------------------------------------------
+def _attr_value(a):
+    t = a.type
+    if t == 1:
+        return float(a.f)
+    if t == 2:
+        return int(a.i)
+    if t == 3:
+        return a.s.decode("utf-8", "replace")
+    if t == 4:
+        return a.t
+    if t == 6:
+        return [float(v) for v in a.floats]
+    if t == 7:
+        return [int(v) for v in a.ints]
+    raise _Unsupported(f"attribute {_short(a.name)!r} has a type ({t}) numcnn does not read")
+
+
+def _attrs(node, allowed):
+    """``{name: value}`` with defaults from ``allowed``; unknown attributes are unsupported."""
+    out = dict(allowed)
+    for a in node.attribute:
+        if a.name not in allowed:
+            raise _Unsupported(f"attribute {_short(a.name)!r} is not supported")
+        out[a.name] = _attr_value(a)
+    return out
+
+
+def _ints(value, n, what):
+    if not isinstance(value, list) or len(value) != n or any(v < 0 for v in value):
+        raise _Unsupported(f"{what} must be {n} non-negative ints here, got {_short(value)}")
+    return value
+
+
+# -- the walk ---------------------------------------------------------------------------------------
+class _Importer:
+    def __init__(self, proto, path, fuse_bn, input_shape):
+        self.proto, self.path, self.fuse_bn = proto, path, fuse_bn
+        self.graph = proto.graph
+        self.tensors = _Tensors(path)
+        self.values = {}                 # name -> _Data | np.ndarray | _Shape
+        self.producer = {}               # name -> op_type of the node that wrote it
+        self.problems = []
+        self.bad = set()
+        self.opset = self._opset()
+        self.uses = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.uses[name] = self.uses.get(name, 0) + 1
+        for out in self.graph.output:
+            self.uses[out.name] = self.uses.get(out.name, 0) + 1
+        self.input_name, self.input_shape, self.static_batch = self._input(input_shape)
+
+    def fail(self, msg):
+        raise ModelFileError(f"{self.path}: {msg}")
+
+    def _opset(self):
+        version = None
+        for o in self.proto.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                version = int(o.version)
+        if version is None:
+            self.fail("no ai.onnx opset_import; not a valid ONNX model")
+        onnx = require_onnx()
+        newest = onnx.defs.onnx_opset_version()
+        if not MIN_OPSET <= version <= newest:
+            self.fail(f"opset {version} is outside what numcnn imports ({MIN_OPSET}..{newest}); "
+                      "re-export the model with opset 17")
+        return version
+
+    def _input(self, given):
+        g = self.graph
+        if len(g.node) > MAX_NODES or len(g.initializer) > MAX_INITIALIZERS:
+            self.fail(f"{len(g.node):,} nodes and {len(g.initializer):,} initializers; numcnn "
+                      f"imports at most {MAX_NODES:,} of each")
+        if len(g.sparse_initializer):
+            raise OnnxImportError(f"{self.path}: sparse initializers are not supported")
+        inits = {t.name for t in g.initializer}
+        inputs = [i for i in g.input if i.name not in inits]
+        if len(inputs) != 1 or len(g.output) != 1:
+            self.fail(f"numcnn imports graphs with one input and one output; this one has "
+                      f"{len(inputs)} input(s) and {len(g.output)} output(s)")
+        inp = inputs[0]
+        tt = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type") or tt.elem_type != 1:
+            raise OnnxImportError(f"{self.path}: the input {_short(inp.name)!r} must be a float32 "
+                                  f"tensor (elem_type 1), got {tt.elem_type if inp.type.HasField('tensor_type') else 'no tensor type'}")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(dims) not in (2, 4):
+            raise OnnxImportError(f"{self.path}: the input {_short(inp.name)!r} has rank "
+                                  f"{len(dims)}; numcnn takes (N, C, H, W) images or "
+                                  "(N, features)")
+        if given is not None:
+            shape = tuple(int(d) for d in given)
+            if len(shape) != len(dims) - 1 or any(d < 1 for d in shape) or any(
+                    d is not None and d > 0 and d != s for d, s in zip(dims[1:], shape)):
+                raise OnnxImportError(f"{self.path}: input_shape {shape} does not fit the "
+                                      f"graph's input {dims[1:]}")
+        else:
+            if any(d is None or d < 1 for d in dims[1:]):
+                raise OnnxImportError(f"{self.path}: the input's shape {dims} is not fixed "
+                                      "after the batch dimension; pass input_shape=(C, H, W)")
+            shape = tuple(dims[1:])
+        if math.prod(shape) > MAX_ELEMENTS:
+            self.fail(f"an input of shape {shape} is more than numcnn's {MAX_ELEMENTS:,} "
+                      "elements per sample")
+        batch = dims[0] if dims[0] is not None and dims[0] > 0 else None
+        self.values[inp.name] = _Data((), shape)
+        for t in g.initializer:
+            if t.name in self.values:
+                self.fail(f"the name {_short(t.name)!r} is defined twice")
+            try:
+                self.values[t.name] = self.tensors.array(t, f"initializer {_short(t.name)!r}")
+            except _Unsupported as exc:
+                self.problems.append(f"initializer {_short(t.name)!r}: {exc}")
+                self.bad.add(t.name)
+        return inp.name, shape, batch
+
+    # -- helpers for builders
+    def data(self, node, i=0):
+        v = self.values.get(node.input[i]) if len(node.input) > i else None
+        if not isinstance(v, _Data):
+            raise _Unsupported(f"input {i} must be computed from the graph's input")
+        return v
+
+    def const(self, node, i, what, optional=False):
+        name = node.input[i] if len(node.input) > i else ""
+        if not name:
+            if optional:
+                return None
+            raise _Unsupported(f"needs its {what} input")
+        v = self.values.get(name)
+        if not isinstance(v, np.ndarray):
+            raise _Unsupported(f"the {what} ({_short(name)!r}) must be a constant (an initializer)")
+        return v
+
+    def append(self, node, x, layer):
+        shape = tuple(layer.output_shape(x.shape))
+        if min(shape, default=1) < 1:
+            raise _Unsupported(f"{layer!r} would output shape {shape} for input {x.shape}")
+        size = math.prod(shape)
+        k = getattr(layer, "kernel_size", None)
+        if k is not None and hasattr(layer, "in_channels"):
+            size = max(size, x.shape[0] * k[0] * k[1] * math.prod(shape[1:]))   # im2col columns
+        if size > MAX_ELEMENTS:
+            raise _Unsupported(f"{layer!r} would need {size:,} elements per sample; numcnn's "
+                               f"limit is {MAX_ELEMENTS:,}")
+        self.set(node, _Data(x.layers + (layer,), shape))
+
+    def set(self, node, value, i=0):
+        self.values[node.output[i]] = value
+
+    # -- the walk
+    def run(self):
+        defined = set(self.values) | {""}
+        for node in self.graph.node:
+            where = f"{node.op_type!r} (node {_short(node.name or '?')!r})"
+            if node.domain not in ("", "ai.onnx"):
+                self.problems.append(f"{where}: operator domain {_short(node.domain)!r} is not "
+                                     "supported")
+                self.bad.update(node.output)
+                continue
+            for name in node.input:
+                if name not in defined:
+                    self.fail(f"{where} reads {_short(name)!r} before anything writes it (the "
+                              "graph is not in topological order, or is damaged)")
+            for name in node.output:
+                if name and name in defined:
+                    self.fail(f"{where} writes {_short(name)!r}, which is already defined")
+            defined.update(node.output)
+            builder = BUILDERS.get(node.op_type)
+            if builder is None:
+                self.problems.append(f"{where}: operator {node.op_type!r} is not supported")
+                self.bad.update(node.output)
+                continue
+            if any(name in self.bad for name in node.input):
+                self.bad.update(node.output)
+                continue
+            try:
+                builder(self, node)
+            except _Unsupported as exc:
+                self.problems.append(f"{where}: {exc}")
+                self.bad.update(node.output)
+            except (NumcnnError, ValueError, TypeError, OverflowError) as exc:
+                # a layer refusing what the node asks for (e.g. padding wider than the kernel)
+                self.problems.append(f"{where}: {type(exc).__name__}: {_short(exc, 300)}")
+                self.bad.update(node.output)
+        out = self.graph.output[0].name
+        if not self.problems and not isinstance(self.values.get(out), _Data):
+            self.problems.append(f"the output {_short(out)!r} is not computed from the input")
+        if self.problems:
+            ops = sorted({p.split(" ", 1)[0].strip("'") for p in self.problems if "(node" in p})
+            raise OnnxImportError(
+                f"{self.path}: cannot import {len(self.problems)} part(s) of this graph as numcnn "
+                f"layers{' (operators: ' + ', '.join(ops) + ')' if ops else ''}:\n"
+                + "\n".join(f"  - {p}" for p in self.problems)
+                + f"\nnumcnn imports: {', '.join(sorted(BUILDERS))}")
+        result = self.values[out]
+        self._check_declared_output(result)
+        return result
+
+    def _check_declared_output(self, result):
+        tt = self.graph.output[0].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        want = (None,) + result.shape
+        if dims and (len(dims) != len(want) or any(
+                d not in (None, 0) and w is not None and d != w for d, w in zip(dims[1:], want[1:]))):
+            raise OnnxImportError(f"{self.path}: the graph declares its output as {dims} but "
+                                  f"computes (N, {', '.join(map(str, result.shape))})")
+
+
+# -- builders: one per op_type ------------------------------------------------------------------------
+BUILDERS: dict = {}
+
+
+def builds(*op_types):
+    def register(fn):
+        for op in op_types:
+            BUILDERS[op] = fn
+        return fn
+    return register
+
+
+def _float32(a):
+    with np.errstate(over="ignore"):
+        a = np.asarray(a, dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        raise _Unsupported("weights hold NaN or inf")
+    return a
+
+
+def _set_param(layer, name, value):
+    p = getattr(layer, name)
+    if tuple(p.value.shape) != tuple(value.shape):
+        raise _Unsupported(f"{name} has shape {tuple(value.shape)}, expected {tuple(p.value.shape)}")
+    p.value = _float32(value)
+
+
+def _spatial_pads(pads, auto_pad, size, kernel, stride, dilation):
+    """Symmetric (ph, pw) from ONNX ``pads``/``auto_pad``; asymmetric padding is unsupported."""
+    if auto_pad == "VALID":
+        return (0, 0)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = []
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            if total % 2:
+                raise _Unsupported(f"auto_pad {auto_pad} pads {total} (uneven) here; numcnn pads "
+                                   "both sides equally")
+            out.append(total // 2)
+        return tuple(out)
+    if auto_pad not in ("NOTSET", ""):
+        raise _Unsupported(f"auto_pad {auto_pad!r} is not supported")
+    pads = _ints(pads, 4, "pads") if pads is not None else [0, 0, 0, 0]
+    if pads[0] != pads[2] or pads[1] != pads[3]:
+        raise _Unsupported(f"asymmetric pads {pads} are not supported (numcnn pads both sides "
+                           "equally)")
+    return (pads[0], pads[1])
+
+
+@builds("Conv")
+def _conv(ctx, node):
+    x = ctx.data(node)
+    w = ctx.const(node, 1, "weight")
+    b = ctx.const(node, 2, "bias", optional=True)
+    a = _attrs(node, {"auto_pad": "NOTSET", "dilations": [1, 1], "group": 1,
+                      "kernel_shape": None, "pads": None, "strides": [1, 1]})
+    if w.ndim != 4 or len(x.shape) != 3:
+        raise _Unsupported(f"only 2-D convolutions of (N, C, H, W) input: weight {w.shape}, "
+                           f"input (N, {', '.join(map(str, x.shape))})")
+    if a["group"] != 1:
+        raise _Unsupported(f"attribute group={a['group']} (grouped convolution) is not supported")
+    if a["kernel_shape"] is not None and list(a["kernel_shape"]) != list(w.shape[2:]):
+        raise _Unsupported(f"kernel_shape {a['kernel_shape']} disagrees with the weight {w.shape}")
+    if w.shape[1] != x.shape[0]:
+        raise _Unsupported(f"weight {w.shape} expects {w.shape[1]} input channels, got {x.shape[0]}")
+    stride = _ints(a["strides"], 2, "strides")
+    dilation = _ints(a["dilations"], 2, "dilations")
+    if min(stride + dilation) < 1:
+        raise _Unsupported("strides and dilations must be >= 1")
+    pad = _spatial_pads(a["pads"], a["auto_pad"], x.shape[1:], w.shape[2:], stride, dilation)
+    if b is not None and b.shape != (w.shape[0],):
+        raise _Unsupported(f"bias {b.shape} does not fit weight {w.shape}")
+    layer = L.Conv2D(int(w.shape[1]), int(w.shape[0]), tuple(int(k) for k in w.shape[2:]),
+                     stride=tuple(stride), padding=pad, dilation=tuple(dilation),
+                     bias=b is not None, rng=0)
+    _set_param(layer, "weight", w)
+    if b is not None:
+        _set_param(layer, "bias", b)
+    ctx.append(node, x, layer)
+
+
+def _dense(ctx, node, x, weight, bias):
+    """A Dense layer with ``weight`` (out, in) and optional ``bias`` (out,)."""
+    if len(x.shape) != 1:
+        raise _Unsupported(f"a fully connected layer needs (N, features) input, got "
+                           f"(N, {', '.join(map(str, x.shape))}); flatten first")
+    if weight.ndim != 2 or weight.shape[1] != x.shape[0]:
+        raise _Unsupported(f"weight {weight.shape} does not take {x.shape[0]} features")
+    layer = L.Dense(int(weight.shape[1]), int(weight.shape[0]), bias=bias is not None, rng=0)
+    _set_param(layer, "weight", weight)
+    if bias is not None:
+        _set_param(layer, "bias", bias)
+    ctx.append(node, x, layer)
+
+
+def _bias_vector(c, n, what):
+    """A bias broadcast to (n,) from shapes (), (1,), (n,), (1, n)."""
+    if c.size == 1:
+        return np.full(n, c.reshape(()), dtype=np.float32)
+    if c.shape in ((n,), (1, n)):
+        return c.reshape(n)
+    raise _Unsupported(f"{what} of shape {c.shape} does not broadcast to ({n},) as a bias")
+
+
+@builds("Gemm")
+def _gemm(ctx, node):
+    x = ctx.data(node)
+    b = ctx.const(node, 1, "B (weight)")
+    c = ctx.const(node, 2, "C (bias)", optional=True)
+    a = _attrs(node, {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})
+    if a["transA"] != 0:
+        raise _Unsupported("attribute transA=1 is not supported")
+    if b.ndim != 2:
+        raise _Unsupported(f"B must be 2-D, got {b.shape}")
+    weight = np.asarray(b if a["transB"] else b.T, dtype=np.float64)   # (out, in)
+    bias = None if c is None else _bias_vector(np.asarray(c, np.float64), weight.shape[0], "C")
+    # alpha and beta scale the weights (rounded once, to float32, like every weight)
+    if a["alpha"] != 1.0:
+        weight = weight * a["alpha"]
+    if bias is not None and a["beta"] != 1.0:
+        bias = bias * a["beta"]
+    _dense(ctx, node, x, weight, bias)
+
+
+@builds("MatMul")
+def _matmul(ctx, node):
+    x = ctx.data(node)
+    b = ctx.const(node, 1, "B (weight)")
+    _attrs(node, {})
+    if b.ndim != 2:
+        raise _Unsupported(f"only (N, in) x (in, out) with a constant (in, out), got B {b.shape}")
+    _dense(ctx, node, x, b.T, None)
+
+
+@builds("Add")
+def _add(ctx, node):
+    _attrs(node, {})
+    vals = [ctx.values.get(n) for n in node.input]
+    if len(vals) != 2:
+        raise _Unsupported("needs two inputs")
+    datas = [v for v in vals if isinstance(v, _Data)]
+    if len(datas) == 2:
+        return _residual(ctx, node, *datas)
+    if len(datas) == 1 and any(isinstance(v, np.ndarray) for v in vals):
+        i = 0 if isinstance(vals[0], _Data) else 1
+        return _bias_add(ctx, node, node.input[i], datas[0], vals[1 - i])
+    raise _Unsupported("adds values numcnn cannot compute (shape arithmetic on data?)")
+
+
+def _bias_add(ctx, node, name, x, c):
+    """MatMul/Conv followed by Add(constant): the layer's bias (when it has none yet)."""
+    layer = x.layers[-1] if x.layers else None
+    if ctx.producer.get(name) not in ("MatMul", "Conv") or ctx.uses.get(name) != 1 \
+            or layer is None or layer.bias is not None:
+        raise _Unsupported("adding a constant is supported only as the bias of the MatMul or Conv "
+                           "right before it")
+    if isinstance(layer, L.Dense):
+        bias = _bias_vector(np.asarray(c, np.float64), layer.out_features, "the added constant")
+        new = L.Dense(layer.in_features, layer.out_features, bias=True, rng=0)
+    else:
+        n = layer.out_channels
+        if c.size != 1 and c.shape not in ((n, 1, 1), (1, n, 1, 1)):
+            raise _Unsupported(f"the added constant {c.shape} is not a per-channel bias")
+        bias = _bias_vector(np.asarray(c, np.float64).reshape(-1), n, "the added constant")
+        new = L.Conv2D(layer.in_channels, n, layer.kernel_size, stride=layer.stride,
+                       padding=layer.padding, dilation=layer.dilation, bias=True, rng=0)
+    new.weight.value = layer.weight.value
+    _set_param(new, "bias", bias)
+    ctx.set(node, _Data(x.layers[:-1] + (new,), x.shape))
+
+
+def _split_branches(datas):
+    """The longest common chain of layers (by identity), then each branch's own layers."""
+    n = 0
+    while all(len(d.layers) > n for d in datas) and all(
+            d.layers[n] is datas[0].layers[n] for d in datas):
+        n += 1
+    return datas[0].layers[:n], [d.layers[n:] for d in datas]
+
+
+def _residual(ctx, node, a, b):
+    # a fork joined again: out = body(x) + shortcut(x), both from the value where they split
+    residual = getattr(L, "Residual", None)
+    if residual is None:
+        raise _Unsupported("adding two computed values (a residual connection) needs "
+                           "numcnn.layers.Residual, which this numcnn does not have")
+    if a.shape != b.shape:
+        raise _Unsupported(f"adds shapes {a.shape} and {b.shape} (broadcasting is not supported)")
+    common, (body, shortcut) = _split_branches([a, b])
+    if not body:
+        body, shortcut = shortcut, body
+    if not body:
+        raise _Unsupported("adds a value to itself (x + x)")
+    layer = residual(list(body), list(shortcut) if shortcut else None)
+    ctx.set(node, _Data(common + (layer,), a.shape))
+
+
+@builds("Concat")
+def _concat(ctx, node):
+    a = _attrs(node, {"axis": None})
+    vals = [ctx.values.get(n) for n in node.input]
+    if vals and all(isinstance(v, (_Shape, np.ndarray)) for v in vals):
+        return _shape_concat(ctx, node, vals, a["axis"])
+    if not all(isinstance(v, _Data) for v in vals) or len(vals) < 2:
+        raise _Unsupported("concatenates values that are not all computed from the input")
+    concat = getattr(L, "Concat", None)
+    if concat is None:
+        raise _Unsupported("concatenating computed values (branches) needs numcnn.layers.Concat, "
+                           "which this numcnn does not have")
+    rank = len(vals[0].shape) + 1
+    if a["axis"] not in (1, 1 - rank) or any(len(v.shape) != rank - 1 or v.shape[1:] != vals[0].shape[1:]
+                                             for v in vals):
+        raise _Unsupported(f"only concatenation along channels (axis 1) of equal-sized maps, got "
+                           f"axis {a['axis']} of {[v.shape for v in vals]}")
+    common, branches = _split_branches(vals)
+    layer = concat([list(br) for br in branches])
+    shape = (sum(v.shape[0] for v in vals),) + vals[0].shape[1:]
+    ctx.set(node, _Data(common + (layer,), shape))
+
+
+def _pool_args(ctx, node, x, allowed):
+    a = _attrs(node, {"auto_pad": "NOTSET", "ceil_mode": 0, "kernel_shape": None, "pads": None,
+                      "strides": None, **allowed})
+    if len(x.shape) != 3:
+        raise _Unsupported(f"pools (N, C, H, W) maps, got (N, {', '.join(map(str, x.shape))})")
+    if len(node.output) > 1 and any(node.output[1:]):
+        raise _Unsupported("the Indices output is not supported")
+    kernel = _ints(a["kernel_shape"], 2, "kernel_shape")
+    stride = _ints(a["strides"] if a["strides"] is not None else [1, 1], 2, "strides")
+    if a.get("dilations") not in (None, [1, 1]):
+        raise _Unsupported(f"dilations {a['dilations']} are not supported in pooling")
+    if min(kernel + stride) < 1:
+        raise _Unsupported("kernel_shape and strides must be >= 1")
+    pad = _spatial_pads(a["pads"], a["auto_pad"], x.shape[1:], kernel, stride, [1, 1])
+    if a["ceil_mode"]:
+        # ceil and floor agree when the windows tile the padded input exactly
+        if any((n + 2 * p - k) % s for n, p, k, s in zip(x.shape[1:], pad, kernel, stride)):
+            raise _Unsupported("ceil_mode=1 is supported only where it equals floor mode")
+    return a, tuple(kernel), tuple(stride), pad
+
+
+@builds("MaxPool")
+def _max_pool(ctx, node):
+    x = ctx.data(node)
+    a, kernel, stride, pad = _pool_args(ctx, node, x, {"dilations": None, "storage_order": 0})
+    if a["storage_order"] != 0:
+        raise _Unsupported("storage_order=1 is not supported")
+    ctx.append(node, x, L.MaxPool2D(kernel, stride=stride, padding=pad))
+
+
+@builds("AveragePool")
+def _avg_pool(ctx, node):
+    x = ctx.data(node)
+    a, kernel, stride, pad = _pool_args(ctx, node, x, {"count_include_pad": 0, "dilations": None})
+    if pad != (0, 0) and not a["count_include_pad"]:
+        raise _Unsupported("count_include_pad=0 with padding is not supported (numcnn divides "
+                           "by the whole window, as PyTorch's default)")
+    ctx.append(node, x, L.AvgPool2D(kernel, stride=stride, padding=pad))
+
+
+@builds("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(ctx, node):
+    x = ctx.data(node)
+    _attrs(node, {})
+    if len(x.shape) != 3:
+        raise _Unsupported(f"pools (N, C, H, W) maps, got (N, {', '.join(map(str, x.shape))})")
+    kind = L.AvgPool2D if node.op_type == "GlobalAveragePool" else L.MaxPool2D
+    # the input's size is fixed, so one window of exactly that size is the global pool
+    ctx.append(node, x, kind(tuple(x.shape[1:])))
+
+
+@builds("BatchNormalization")
+def _batch_norm(ctx, node):
+    x = ctx.data(node)
+    a = _attrs(node, {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0, "spatial": 1,
+                      "is_test": 1, "consumed_inputs": None})
+    if a["training_mode"] or not a["spatial"] or not a["is_test"]:
+        raise _Unsupported("only inference-mode, per-channel batch norm (training_mode=0, "
+                           "spatial=1) is supported")
+    if any(node.output[1:]):
+        raise _Unsupported("the running-statistics outputs (training mode) are not supported")
+    c = x.shape[0]
+    params = [ctx.const(node, i, what) for i, what in
+              enumerate(("scale", "B", "mean", "var"), start=1)]
+    if any(p.shape != (c,) for p in params):
+        raise _Unsupported(f"scale/B/mean/var must be ({c},), got {[p.shape for p in params]}")
+    if len(x.shape) not in (1, 3) or not a["epsilon"] > 0:
+        raise _Unsupported(f"batch norm of (N, {', '.join(map(str, x.shape))}) with epsilon "
+                           f"{a['epsilon']}")
+    momentum = min(max(1.0 - a["momentum"], 0.0), 1.0)
+    prev = x.layers[-1] if x.layers else None
+    if ctx.fuse_bn and isinstance(prev, L.Conv2D) and ctx.producer.get(node.input[0]) == "Conv" \
+            and ctx.uses.get(node.input[0]) == 1:
+        return _fused(ctx, node, x, prev, params, a["epsilon"])
+    layer = (L.BatchNorm2D if len(x.shape) == 3 else L.BatchNorm1D)(c, eps=a["epsilon"],
+                                                                     momentum=momentum)
+    _set_param(layer, "weight", params[0])
+    _set_param(layer, "bias", params[1])
+    layer.running_mean = _float32(params[2])
+    layer.running_var = _float32(params[3])
+    if np.any(layer.running_var < 0):
+        raise _Unsupported("the running variance has negative values")
+    ctx.append(node, x, layer)
+
+
+def _fused(ctx, node, x, conv, params, eps):
+    """Conv then BN as one Conv: w' = w * g/sqrt(var + eps), b' = (b - mean) * g/sqrt(var + eps) + beta
+    (computed in float64, rounded once)."""
+    gamma, beta, mean, var = (np.asarray(p, np.float64) for p in params)
+    scale = gamma / np.sqrt(var + eps)
+    w = np.asarray(conv.weight.value, np.float64) * scale[:, None, None, None]
+    b = np.zeros_like(mean) if conv.bias is None else np.asarray(conv.bias.value, np.float64)
+    fused = L.Conv2D(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                     padding=conv.padding, dilation=conv.dilation, bias=True, rng=0)
+    _set_param(fused, "weight", w)
+    _set_param(fused, "bias", (b - mean) * scale + beta)
+    ctx.set(node, _Data(x.layers[:-1] + (fused,), x.shape))
+
+
+def _elementwise(layer_cls, allowed=None, make=None):
+    def build(ctx, node):
+        x = ctx.data(node)
+        a = _attrs(node, allowed or {})
+        ctx.append(node, x, make(a) if make else layer_cls())
+    return build
+
+
+BUILDERS["Relu"] = _elementwise(L.ReLU)
+BUILDERS["Sigmoid"] = _elementwise(L.Sigmoid)
+BUILDERS["Tanh"] = _elementwise(L.Tanh)
+BUILDERS["LeakyRelu"] = _elementwise(L.LeakyReLU, {"alpha": 0.01},
+                                     lambda a: L.LeakyReLU(a["alpha"]))
+
+
+@builds("Softmax")
+def _softmax(ctx, node):
+    x = ctx.data(node)
+    a = _attrs(node, {"axis": -1 if ctx.opset >= 13 else 1})
+    if len(x.shape) != 1 or a["axis"] not in (1, -1):
+        raise _Unsupported(f"only softmax over the classes of (N, classes) is supported, got "
+                           f"axis {a['axis']} of (N, {', '.join(map(str, x.shape))})")
+    ctx.append(node, x, L.Softmax())
+
+
+@builds("Dropout")
+def _dropout(ctx, node):
+    x = ctx.data(node)
+    a = _attrs(node, {"ratio": 0.5, "seed": 0, "is_test": 0})
+    ratio = ctx.const(node, 1, "ratio", optional=True)
+    training = ctx.const(node, 2, "training_mode", optional=True)
+    if training is not None and (training.size != 1 or bool(training.reshape(-1)[0])):
+        raise _Unsupported("training_mode=True (dropout at inference) is not supported")
+    if len(node.output) > 1 and node.output[1] and ctx.uses.get(node.output[1]):
+        raise _Unsupported("the mask output is not supported")
+    p = float(ratio.reshape(-1)[0]) if ratio is not None and ratio.size == 1 else a["ratio"]
+    if not 0.0 <= p <= 1.0:
+        raise _Unsupported(f"ratio {p} is not a probability")
+    ctx.append(node, x, L.Dropout(p))          # identity in evaluation mode; keeps p for training
+
+
+@builds("Identity")
+def _identity(ctx, node):
+    _attrs(node, {})
+    ctx.values[node.output[0]] = ctx.values[node.input[0]]
+
+
+@builds("Flatten")
+def _flatten(ctx, node):
+    x = ctx.data(node)
+    a = _attrs(node, {"axis": 1})
+    if a["axis"] != 1 and not (a["axis"] == -1 and len(x.shape) == 1):
+        raise _Unsupported(f"only axis=1 (keep the batch) is supported, got {a['axis']}")
+    ctx.append(node, x, L.Flatten())
+
+
+@builds("Reshape")
+def _reshape(ctx, node):
+    x = ctx.data(node)
+    a = _attrs(node, {"allowzero": 0})
+    target = ctx.values.get(node.input[1]) if len(node.input) > 1 else None
+    if isinstance(target, np.ndarray) and target.dtype.kind in "iu" and target.ndim == 1:
+        target = _Shape([int(v) for v in target])
+    if not isinstance(target, _Shape) or target.scalar:
+        raise _Unsupported("the target shape must be a constant or computed from Shape()")
+    dims = ["N", *x.shape]
+    want = []
+    for i, v in enumerate(target.vals):
+        if v == 0 and not a["allowzero"]:
+            if i >= len(dims):
+                raise _Unsupported(f"target {target.vals}: 0 copies a dimension the input lacks")
+            v = dims[i]
+        want.append(v)
+    batch_ok = want[0] == "N" or (ctx.static_batch is not None and want[0] == ctx.static_batch)
+    flat = math.prod(x.shape)
+    if len(want) == 2 and (batch_ok and want[1] in (flat, -1) or want[0] == -1 and want[1] == flat):
+        ctx.append(node, x, L.Flatten())
+    elif len(want) == len(dims) and batch_ok and (list(want[1:]) == list(x.shape)):
+        ctx.values[node.output[0]] = x            # a reshape to the same shape
+    else:
+        raise _Unsupported(f"reshape of (N, {', '.join(map(str, x.shape))}) to {want}: numcnn "
+                           "only flattens (N, C, H, W) to (N, C*H*W)")
+
+
+# -- shape arithmetic (what exporters write around Reshape) ----------------------------------------
+@builds("Constant")
+def _constant(ctx, node):
+    a = _attrs(node, {"value": None, "value_float": None, "value_int": None,
+                      "value_floats": None, "value_ints": None})
+    given = [k for k, v in a.items() if v is not None]
+    if len(given) != 1:
+        raise _Unsupported(f"needs exactly one value attribute, got {given}")
+    v = a[given[0]]
+    if given[0] == "value":
+        if not hasattr(v, "dims"):
+            raise _Unsupported("attribute 'value' is not a tensor")
+        v = ctx.tensors.array(v, f"Constant {_short(node.name)!r}")
+    elif given[0] in ("value_float", "value_floats"):
+        v = np.asarray(v, np.float32)
+    else:
+        v = np.asarray(v, np.int64)
+    ctx.values[node.output[0]] = v
+
+
+@builds("Shape")
+def _shape(ctx, node):
+    a = _attrs(node, {"start": 0, "end": None})
+    v = ctx.values.get(node.input[0])
+    dims = ["N", *v.shape] if isinstance(v, _Data) else list(getattr(v, "shape", ()))
+    if not isinstance(v, (_Data, np.ndarray)):
+        raise _Unsupported("the shape of a shape vector is not supported")
+    ctx.values[node.output[0]] = _Shape(dims[a["start"]:a["end"]])
+
+
+def _as_shape(v):
+    if isinstance(v, _Shape):
+        return v
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iu" and v.ndim <= 1:
+        return _Shape([int(x) for x in v.reshape(-1)], scalar=v.ndim == 0)
+    raise _Unsupported("only integer shape vectors are supported here")
+
+
+@builds("Gather")
+def _gather(ctx, node):
+    a = _attrs(node, {"axis": 0})
+    data = _as_shape(ctx.values.get(node.input[0]))
+    idx = ctx.const(node, 1, "indices")
+    if a["axis"] != 0 or data.scalar or idx.ndim > 1 or idx.dtype.kind not in "iu":
+        raise _Unsupported("only gathering entries of a shape vector is supported")
+    n = len(data.vals)
+    picked = []
+    for i in idx.reshape(-1).tolist():
+        if not -n <= i < n:
+            raise _Unsupported(f"index {i} is out of range for a shape of {n} entries")
+        picked.append(data.vals[i])
+    ctx.values[node.output[0]] = _Shape(picked, scalar=idx.ndim == 0)
+
+
+@builds("Unsqueeze")
+def _unsqueeze(ctx, node):
+    a = _attrs(node, {"axes": None})
+    axes = a["axes"] if a["axes"] is not None else ctx.const(node, 1, "axes").reshape(-1).tolist()
+    v = _as_shape(ctx.values.get(node.input[0]))
+    if not v.scalar or list(axes) != [0]:
+        raise _Unsupported("only turning a shape entry into a 1-entry vector is supported")
+    ctx.values[node.output[0]] = _Shape(v.vals)
+
+
+@builds("Cast")
+def _cast(ctx, node):
+    a = _attrs(node, {"to": None, "saturate": 1})
+    v = ctx.values.get(node.input[0])
+    if isinstance(v, _Shape) and a["to"] in (6, 7):
+        ctx.values[node.output[0]] = v
+    else:
+        raise _Unsupported("only casts of shape vectors to int32/int64 are supported")
+
+
+def _shape_concat(ctx, node, vals, axis):
+    if axis not in (0, -1):
+        raise _Unsupported(f"shape vectors concatenate along axis 0, got {axis}")
+    parts = [_as_shape(v) for v in vals]
+    if any(p.scalar for p in parts):
+        raise _Unsupported("cannot concatenate scalars")
+    ctx.values[node.output[0]] = _Shape([x for p in parts for x in p.vals])
+
+
+def _record_producers(run):
+    def wrapped(ctx, node):
+        run(ctx, node)
+        for name in node.output:
+            ctx.producer[name] = node.op_type
+    return wrapped
+
+
+for _op in list(BUILDERS):
+    BUILDERS[_op] = _record_producers(BUILDERS[_op])
+
+
+# -- entry point ------------------------------------------------------------------------------------
+def _metadata(proto, path, model):
+    meta = {p.key: p.value for p in proto.metadata_props}
+    try:
+        classes = json.loads(meta["classes"]) if "classes" in meta else None
+        norm = json.loads(meta["normalization"]) if "normalization" in meta else None
+    except (ValueError, RecursionError):
+        raise ModelFileError(f"{path}: metadata 'classes'/'normalization' is not valid JSON") from None
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ModelFileError(f"{path}: metadata 'classes' must be a JSON list of names")
+        model.check_classes(classes, f"{path}: metadata stores", error=ModelFileError)
+        model.classes = classes
+    if norm is not None and meta.get("input_scaling", "none") == "none":
+        try:
+            model.normalization = (norm["mean"], norm["std"])
+        except (KeyError, TypeError, NumcnnError):
+            raise ModelFileError(f"{path}: bad 'normalization' metadata {_short(norm)}") from None
+
+
+def from_onnx(path, fuse_bn=False, input_shape=None):
+    """A :class:`numcnn.Sequential` whose eval-mode ``forward`` computes what the ONNX graph does.
+
+    Args:
+        path: an ``.onnx`` file (external-data files must lie in its folder).
+        fuse_bn: fold each BatchNormalization that directly follows a Conv into that Conv's
+            weights and bias (one layer instead of two; equal up to float rounding).
+        input_shape: one sample's shape ``(C, H, W)``, for graphs whose input size is dynamic.
+
+    Raises :class:`OnnxImportError` listing every unsupported operator, attribute and node, and
+    :class:`numcnn.errors.ModelFileError` for damaged or hostile files.  The ``classes`` and
+    ``normalization`` in numcnn's ``metadata_props`` are restored.
+    """
+    from ..layers.base import check_bool
+    from ..model import Sequential
+    fuse_bn = check_bool(fuse_bn, "fuse_bn", "from_onnx")
+    path = _as_path(path, "from_onnx")
+    proto = _load_proto(path)
+    imp = _Importer(proto, path, fuse_bn, input_shape)
+    result = imp.run()
+    if not result.layers:
+        raise OnnxImportError(f"{path}: the graph returns its input unchanged; there is no layer "
+                              "to import")
+    model = Sequential(list(result.layers), input_shape=imp.input_shape)
+    _metadata(proto, path, model)
+    return model.eval()
