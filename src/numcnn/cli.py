@@ -480,6 +480,9 @@ def build_parser():
 
     d = sub.add_parser("datasets", help="list the datasets numcnn knows by name")
     d.set_defaults(func=cmd_datasets)
+
+    from .interop import command as interop_command      # export / import (ONNX)
+    interop_command.add_parser(sub)
     return p
 
 

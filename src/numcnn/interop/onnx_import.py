@@ -362,11 +362,16 @@ class _Importer:
             self.problems.append(f"the output {_short(out)!r} is not computed from the input")
         if self.problems:
             ops = sorted({p.split(" ", 1)[0].strip("'") for p in self.problems if "(node" in p})
+            hint = ""
+            if any(p.key == "input_scaling" and p.value != "none" for p in self.proto.metadata_props):
+                hint = ("\nthis graph was exported by numcnn with normalize=True: it scales raw "
+                        "pixels in nodes, which numcnn keeps outside its layers "
+                        "(model.normalization); export with normalize=False to import it")
             raise OnnxImportError(
-                f"{self.path}: cannot import {len(self.problems)} part(s) of this graph as numcnn "
-                f"layers{' (operators: ' + ', '.join(ops) + ')' if ops else ''}:\n"
+                f"{self.path}: cannot import this graph as numcnn layers: {len(self.problems)} "
+                f"unsupported part(s){' (operators ' + ', '.join(ops) + ')' if ops else ''}:\n"
                 + "\n".join(f"  - {p}" for p in self.problems)
-                + f"\nnumcnn imports: {', '.join(sorted(BUILDERS))}")
+                + f"\nnumcnn imports: {', '.join(sorted(BUILDERS))}" + hint)
         result = self.values[out]
         self._check_declared_output(result)
         return result
