@@ -171,10 +171,16 @@ class _Tensors:
 
 
 # -- attributes -------------------------------------------------------------------------------------
+def _f32_value(v):
+    """A float32 attribute as the shortest decimal that names it (0.9f -> 0.9, 1e-5f -> 1e-05),
+    so eps, momentum and slopes read back as the numbers that were written."""
+    return float(str(np.float32(v)))
+
+
 def _attr_value(a):
     t = a.type
     if t == 1:
-        return float(a.f)
+        return _f32_value(a.f)
     if t == 2:
         return int(a.i)
     if t == 3:
@@ -182,7 +188,7 @@ def _attr_value(a):
     if t == 4:
         return a.t
     if t == 6:
-        return [float(v) for v in a.floats]
+        return [_f32_value(v) for v in a.floats]
     if t == 7:
         return [int(v) for v in a.ints]
     raise _Unsupported(f"attribute {_short(a.name)!r} has a type ({t}) numcnn does not read")
@@ -675,7 +681,7 @@ def _batch_norm(ctx, node):
     if len(x.shape) not in (1, 3) or not a["epsilon"] > 0:
         raise _Unsupported(f"batch norm of (N, {', '.join(map(str, x.shape))}) with epsilon "
                            f"{a['epsilon']}")
-    momentum = min(max(1.0 - a["momentum"], 0.0), 1.0)
+    momentum = min(max(round(1.0 - a["momentum"], 7), 0.0), 1.0)
     prev = x.layers[-1] if x.layers else None
     if ctx.fuse_bn and isinstance(prev, L.Conv2D) and ctx.producer.get(node.input[0]) == "Conv" \
             and ctx.uses.get(node.input[0]) == 1:
@@ -740,7 +746,7 @@ def _dropout(ctx, node):
         raise _Unsupported("training_mode=True (dropout at inference) is not supported")
     if len(node.output) > 1 and node.output[1] and ctx.uses.get(node.output[1]):
         raise _Unsupported("the mask output is not supported")
-    p = float(ratio.reshape(-1)[0]) if ratio is not None and ratio.size == 1 else a["ratio"]
+    p = _f32_value(ratio.reshape(-1)[0]) if ratio is not None and ratio.size == 1 else a["ratio"]
     if not 0.0 <= p <= 1.0:
         raise _Unsupported(f"ratio {p} is not a probability")
     ctx.append(node, x, L.Dropout(p))          # identity in evaluation mode; keeps p for training
