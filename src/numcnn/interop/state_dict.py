@@ -153,10 +153,13 @@ def _signature(shapes):
 
 
 def _fits(src, dst, with_shapes=True):
-    """Source group ``src`` ({local: shape}) fits model group ``dst`` ({local: shape})."""
+    """Source group ``src`` ({local: shape}) fits model group ``dst`` ({local: shape}): the same
+    tensor names with the same shapes (or, ``with_shapes=False``, the same ranks: the same kind
+    of layer, to say which shapes differ)."""
     if _signature(src) != _signature(dst) or (COUNTER in src and COUNTER not in dst):
         return False
-    return not with_shapes or all(tuple(src[k]) == tuple(dst[k]) for k in src if k != COUNTER)
+    same = (lambda a, b: tuple(a) == tuple(b)) if with_shapes else (lambda a, b: len(a) == len(b))
+    return all(same(src[k], dst[k]) for k in src if k != COUNTER)
 
 
 def _count_orders(families, model_groups, fits, strict):
@@ -238,7 +241,8 @@ def load_state_dict(model, mapping, strict=True, name_map=None):
                 "the names alone do not say which goes where; pass name_map= (e.g. "
                 f"name_map={{{', '.join(repr(p) + ': ' + repr(q) for p, (q, _) in zip(sorted(named, key=_natural_key), left))}}})")
         else:
-            # no order fits: pair by kind alone (if that is unique) to say which shapes differ
+            # no order fits: pair by kind alone (names and ranks), if that is unique, to say
+            # exactly which shapes differ
             k, pairing = _count_orders(families, left, functools.partial(_fits, with_shapes=False),
                                        strict)
             if k == 1:
