@@ -89,7 +89,10 @@ def _load_proto(path):
                              f"({MAX_FILE_BYTES:,}: its largest model, {MAX_ELEMENTS:,} float32 "
                              "weights, plus the graph)")
     with open(path, "rb") as f:
-        data = f.read(MAX_FILE_BYTES + 1)
+        # read(n) allocates n bytes up front: ask for what the file has (one more shows growth)
+        data = f.read(size + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelFileError(f"{path}: the file grew past {MAX_FILE_BYTES:,} bytes while it was read")
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
@@ -248,9 +251,11 @@ class _Importer:
 
     def _input(self, given):
         g = self.graph
-        if len(g.node) > MAX_NODES or len(g.initializer) > MAX_INITIALIZERS:
-            self.fail(f"{len(g.node):,} nodes and {len(g.initializer):,} initializers; numcnn "
-                      f"imports at most {MAX_NODES:,} of each")
+        if len(g.node) > MAX_NODES:
+            self.fail(f"{len(g.node):,} nodes; numcnn imports graphs of at most {MAX_NODES:,}")
+        if len(g.initializer) > MAX_INITIALIZERS:
+            self.fail(f"{len(g.initializer):,} initializers; numcnn imports at most "
+                      f"{MAX_INITIALIZERS:,}")
         if len(g.sparse_initializer):
             raise OnnxImportError(f"{self.path}: sparse initializers are not supported")
         inits = {t.name for t in g.initializer}
