@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -549,3 +550,18 @@ def test_cli_bad_files_give_one_clear_line(tmp_path):
     line = one_error_line(*main_capture("export", tmp_path / "junk.onnx")[::2], "export")
     assert "junk.onnx" in line
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_readme_deploy_snippet_runs_and_equals_numcnn(tmp_path, monkeypatch):
+    """The three lines under "Deploy with onnxruntime" in README.md, run as written."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Deploy with onnxruntime", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) == 3
+    model = models.digits_cnn()
+    model.normalization = ([0.3], [0.4])
+    images = np.random.default_rng(0).integers(0, 256, (5, 1, 8, 8), dtype=np.uint8)
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": model, "images": images, "onnxruntime": ort}
+    exec(compile(code, "README.md", "exec"), scope)       # noqa: S102 - the README's own lines
+    assert_close_rel(scope["logits"], model.eval().forward(model.prepare_input(images)))
