@@ -20,11 +20,11 @@ def _one_line(exc):
 
 
 def run_export(args):
-    from .. import models
     from ..io import load_model
+    from ..models import PRESETS
     from .onnx_export import to_onnx
-    if args.model in models.PRESETS and not os.path.exists(args.model):
-        model = models.PRESETS[args.model]()        # its initial weights: useful to try a runtime
+    if args.model in PRESETS and not os.path.exists(args.model):
+        model = PRESETS[args.model]()        # its initial weights: useful to try a runtime
         out = args.out or f"{args.model}.onnx"
     else:
         model = load_model(args.model)

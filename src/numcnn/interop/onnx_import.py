@@ -26,7 +26,8 @@ import os
 
 import numpy as np
 
-from .. import layers as L
+from ..layers import (REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,
+                      Flatten, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
 from ..errors import ModelFileError, NumcnnError
 from ..io import MAX_ELEMENTS, _as_path
 from ._onnx import require_onnx
@@ -364,8 +365,10 @@ class _Importer:
             except _Unsupported as exc:
                 self.problems.append(f"{where}: {exc}")
                 self.bad.update(node.output)
-            except (NumcnnError, ValueError, TypeError, OverflowError) as exc:
-                # a layer refusing what the node asks for (e.g. padding wider than the kernel)
+            except (NumcnnError, ValueError, TypeError, OverflowError, KeyError,
+                    IndexError) as exc:
+                # a layer refusing what the node asks for (e.g. padding wider than the kernel),
+                # or a malformed node (no outputs, missing inputs): refused, never half-built
                 self.problems.append(f"{where}: {type(exc).__name__}: {_short(exc, 300)}")
                 self.bad.update(node.output)
         out = self.graph.output[0].name
@@ -469,7 +472,7 @@ def _conv(ctx, node):
     pad = _spatial_pads(a["pads"], a["auto_pad"], x.shape[1:], w.shape[2:], stride, dilation)
     if b is not None and b.shape != (w.shape[0],):
         raise _Unsupported(f"bias {b.shape} does not fit weight {w.shape}")
-    layer = L.Conv2D(int(w.shape[1]), int(w.shape[0]), tuple(int(k) for k in w.shape[2:]),
+    layer = Conv2D(int(w.shape[1]), int(w.shape[0]), tuple(int(k) for k in w.shape[2:]),
                      stride=tuple(stride), padding=pad, dilation=tuple(dilation),
                      bias=b is not None, rng=0)
     _set_param(layer, "weight", w)
@@ -485,7 +488,7 @@ def _dense(ctx, node, x, weight, bias):
                            f"(N, {', '.join(map(str, x.shape))}); flatten first")
     if weight.ndim != 2 or weight.shape[1] != x.shape[0]:
         raise _Unsupported(f"weight {weight.shape} does not take {x.shape[0]} features")
-    layer = L.Dense(int(weight.shape[1]), int(weight.shape[0]), bias=bias is not None, rng=0)
+    layer = Dense(int(weight.shape[1]), int(weight.shape[0]), bias=bias is not None, rng=0)
     _set_param(layer, "weight", weight)
     if bias is not None:
         _set_param(layer, "bias", bias)
@@ -553,15 +556,15 @@ def _bias_add(ctx, node, name, x, c):
             or layer is None or layer.bias is not None:
         raise _Unsupported("adding a constant is supported only as the bias of the MatMul or Conv "
                            "right before it")
-    if isinstance(layer, L.Dense):
+    if isinstance(layer, Dense):
         bias = _bias_vector(np.asarray(c, np.float64), layer.out_features, "the added constant")
-        new = L.Dense(layer.in_features, layer.out_features, bias=True, rng=0)
+        new = Dense(layer.in_features, layer.out_features, bias=True, rng=0)
     else:
         n = layer.out_channels
         if c.size != 1 and c.shape not in ((n, 1, 1), (1, n, 1, 1)):
             raise _Unsupported(f"the added constant {c.shape} is not a per-channel bias")
         bias = _bias_vector(np.asarray(c, np.float64).reshape(-1), n, "the added constant")
-        new = L.Conv2D(layer.in_channels, n, layer.kernel_size, stride=layer.stride,
+        new = Conv2D(layer.in_channels, n, layer.kernel_size, stride=layer.stride,
                        padding=layer.padding, dilation=layer.dilation, bias=True, rng=0)
     new.weight.value = layer.weight.value
     _set_param(new, "bias", bias)
@@ -579,7 +582,7 @@ def _split_branches(datas):
 
 def _residual(ctx, node, a, b):
     # a fork joined again: out = body(x) + shortcut(x), both from the value where they split
-    residual = getattr(L, "Residual", None)
+    residual = REGISTRY.get("Residual")
     if residual is None:
         raise _Unsupported("adding two computed values (a residual connection) needs "
                            "numcnn.layers.Residual, which this numcnn does not have")
@@ -602,7 +605,7 @@ def _concat(ctx, node):
         return _shape_concat(ctx, node, vals, a["axis"])
     if not all(isinstance(v, _Data) for v in vals) or len(vals) < 2:
         raise _Unsupported("concatenates values that are not all computed from the input")
-    concat = getattr(L, "Concat", None)
+    concat = REGISTRY.get("Concat")
     if concat is None:
         raise _Unsupported("concatenating computed values (branches) needs numcnn.layers.Concat, "
                            "which this numcnn does not have")
@@ -644,7 +647,7 @@ def _max_pool(ctx, node):
     a, kernel, stride, pad = _pool_args(ctx, node, x, {"dilations": None, "storage_order": 0})
     if a["storage_order"] != 0:
         raise _Unsupported("storage_order=1 is not supported")
-    ctx.append(node, x, L.MaxPool2D(kernel, stride=stride, padding=pad))
+    ctx.append(node, x, MaxPool2D(kernel, stride=stride, padding=pad))
 
 
 @builds("AveragePool")
@@ -654,7 +657,7 @@ def _avg_pool(ctx, node):
     if pad != (0, 0) and not a["count_include_pad"]:
         raise _Unsupported("count_include_pad=0 with padding is not supported (numcnn divides "
                            "by the whole window, as PyTorch's default)")
-    ctx.append(node, x, L.AvgPool2D(kernel, stride=stride, padding=pad))
+    ctx.append(node, x, AvgPool2D(kernel, stride=stride, padding=pad))
 
 
 @builds("GlobalAveragePool", "GlobalMaxPool")
@@ -663,7 +666,7 @@ def _global_pool(ctx, node):
     _attrs(node, {})
     if len(x.shape) != 3:
         raise _Unsupported(f"pools (N, C, H, W) maps, got (N, {', '.join(map(str, x.shape))})")
-    kind = L.AvgPool2D if node.op_type == "GlobalAveragePool" else L.MaxPool2D
+    kind = AvgPool2D if node.op_type == "GlobalAveragePool" else MaxPool2D
     # the input's size is fixed, so one window of exactly that size is the global pool
     ctx.append(node, x, kind(tuple(x.shape[1:])))
 
@@ -688,10 +691,10 @@ def _batch_norm(ctx, node):
                            f"{a['epsilon']}")
     momentum = min(max(round(1.0 - a["momentum"], 7), 0.0), 1.0)
     prev = x.layers[-1] if x.layers else None
-    if ctx.fuse_bn and isinstance(prev, L.Conv2D) and ctx.producer.get(node.input[0]) == "Conv" \
+    if ctx.fuse_bn and isinstance(prev, Conv2D) and ctx.producer.get(node.input[0]) == "Conv" \
             and ctx.uses.get(node.input[0]) == 1:
         return _fused(ctx, node, x, prev, params, a["epsilon"])
-    layer = (L.BatchNorm2D if len(x.shape) == 3 else L.BatchNorm1D)(c, eps=a["epsilon"],
+    layer = (BatchNorm2D if len(x.shape) == 3 else BatchNorm1D)(c, eps=a["epsilon"],
                                                                      momentum=momentum)
     _set_param(layer, "weight", params[0])
     _set_param(layer, "bias", params[1])
@@ -709,7 +712,7 @@ def _fused(ctx, node, x, conv, params, eps):
     scale = gamma / np.sqrt(var + eps)
     w = np.asarray(conv.weight.value, np.float64) * scale[:, None, None, None]
     b = np.zeros_like(mean) if conv.bias is None else np.asarray(conv.bias.value, np.float64)
-    fused = L.Conv2D(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+    fused = Conv2D(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                      padding=conv.padding, dilation=conv.dilation, bias=True, rng=0)
     _set_param(fused, "weight", w)
     _set_param(fused, "bias", (b - mean) * scale + beta)
@@ -724,11 +727,11 @@ def _elementwise(layer_cls, allowed=None, make=None):
     return build
 
 
-BUILDERS["Relu"] = _elementwise(L.ReLU)
-BUILDERS["Sigmoid"] = _elementwise(L.Sigmoid)
-BUILDERS["Tanh"] = _elementwise(L.Tanh)
-BUILDERS["LeakyRelu"] = _elementwise(L.LeakyReLU, {"alpha": 0.01},
-                                     lambda a: L.LeakyReLU(a["alpha"]))
+BUILDERS["Relu"] = _elementwise(ReLU)
+BUILDERS["Sigmoid"] = _elementwise(Sigmoid)
+BUILDERS["Tanh"] = _elementwise(Tanh)
+BUILDERS["LeakyRelu"] = _elementwise(LeakyReLU, {"alpha": 0.01},
+                                     lambda a: LeakyReLU(a["alpha"]))
 
 
 @builds("Softmax")
@@ -738,7 +741,7 @@ def _softmax(ctx, node):
     if len(x.shape) != 1 or a["axis"] not in (1, -1):
         raise _Unsupported(f"only softmax over the classes of (N, classes) is supported, got "
                            f"axis {a['axis']} of (N, {', '.join(map(str, x.shape))})")
-    ctx.append(node, x, L.Softmax())
+    ctx.append(node, x, Softmax())
 
 
 @builds("Dropout")
@@ -754,13 +757,16 @@ def _dropout(ctx, node):
     p = _f32_value(ratio.reshape(-1)[0]) if ratio is not None and ratio.size == 1 else a["ratio"]
     if not 0.0 <= p <= 1.0:
         raise _Unsupported(f"ratio {p} is not a probability")
-    ctx.append(node, x, L.Dropout(p))          # identity in evaluation mode; keeps p for training
+    ctx.append(node, x, Dropout(p))          # identity in evaluation mode; keeps p for training
 
 
 @builds("Identity")
 def _identity(ctx, node):
     _attrs(node, {})
-    ctx.values[node.output[0]] = ctx.values[node.input[0]]
+    value = ctx.values.get(node.input[0]) if len(node.input) == 1 else None
+    if value is None:
+        raise _Unsupported("needs one input numcnn computed")
+    ctx.values[node.output[0]] = value
 
 
 @builds("Flatten")
@@ -769,7 +775,7 @@ def _flatten(ctx, node):
     a = _attrs(node, {"axis": 1})
     if a["axis"] != 1 and not (a["axis"] == -1 and len(x.shape) == 1):
         raise _Unsupported(f"only axis=1 (keep the batch) is supported, got {a['axis']}")
-    ctx.append(node, x, L.Flatten())
+    ctx.append(node, x, Flatten())
 
 
 @builds("Reshape")
@@ -792,7 +798,7 @@ def _reshape(ctx, node):
     batch_ok = want[0] == "N" or (ctx.static_batch is not None and want[0] == ctx.static_batch)
     flat = math.prod(x.shape)
     if len(want) == 2 and (batch_ok and want[1] in (flat, -1) or want[0] == -1 and want[1] == flat):
-        ctx.append(node, x, L.Flatten())
+        ctx.append(node, x, Flatten())
     elif len(want) == len(dims) and batch_ok and (list(want[1:]) == list(x.shape)):
         ctx.values[node.output[0]] = x            # a reshape to the same shape
     else:

@@ -166,6 +166,13 @@ def _count_orders(families, model_groups, fits, strict):
     """How many ways (capped at 2) the families' groups, each family in natural order, can be
     interleaved onto ``model_groups`` in order; returns (count, one assignment)."""
     fams = list(families.values())
+    states = len(model_groups) + 1
+    for f in fams:
+        states *= len(f) + 1
+    if states > 2_000_000 or len(model_groups) > 400:
+        raise StateDictError([f"{sum(map(len, fams))} named modules in {len(fams)} families onto "
+                              f"{len(model_groups)} layers: too many orders to try"],
+                             "pass name_map= (module prefix -> numcnn layer index)")
 
     @functools.lru_cache(maxsize=None)
     def ways(j, pos):
