@@ -333,8 +333,20 @@ def torch_export(net, shape, path, mode=torch.onnx.TrainingMode.EVAL):
     return path
 
 
+class TorchSubsample(torch.nn.Module):
+    """x[:, :, ::2, ::3] (Slice nodes) before a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4 * 3 * 3, 6)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x[:, :, ::2, ::3]))
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
 TORCH_NETS = {"lenet": (TorchLeNet, (1, 28, 28)), "vgg": (torch_vgg, (3, 32, 32)),
-              "zoo": (torch_zoo, (2, 19, 23))}
+              "zoo": (torch_zoo, (2, 19, 23)), "subsample": (TorchSubsample, (3, 10, 13))}
 
 
 @pytest.mark.parametrize("batch_norm", ["as-exported", "kept", "fused"])
@@ -407,6 +419,22 @@ HAND_GRAPHS = {
         helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
         helper.make_node("GlobalMaxPool", ["p"], ["g"]),
         helper.make_node("Flatten", ["g"], ["y"])], {}, (3, 8, 6)),
+    "folded-shape-arithmetic": ([
+        helper.make_node("Constant", [], ["nine"], value_ints=[9]),
+        helper.make_node("Constant", [], ["two"], value_ints=[2]),
+        helper.make_node("Mul", ["nine", "two"], ["eighteen"]),
+        helper.make_node("ConstantOfShape", ["one"], ["minus1"],
+                         value=numpy_helper.from_array(np.array([-1], np.int64))),
+        helper.make_node("Concat", ["minus1", "eighteen"], ["t"], axis=0),
+        helper.make_node("Unsqueeze", ["t", "zero"], ["t2"]),
+        helper.make_node("Transpose", ["t2"], ["t2t"], perm=[1, 0]),
+        helper.make_node("Reshape", ["t2t", "len2"], ["t3"]),
+        helper.make_node("Slice", ["t3", "zero", "big"], ["t4"]),
+        helper.make_node("Cast", ["t4"], ["t5"], to=7),
+        helper.make_node("Reshape", ["x", "t5"], ["y"])],
+        {"one": np.array([1], np.int64),
+         "len2": np.array([2], np.int64), "zero": np.array([0], np.int64),
+         "big": np.array([10], np.int64)}, (2, 3, 3)),
     "identity-dropout-constant": ([
         helper.make_node("Identity", ["x"], ["i"]),
         helper.make_node("Constant", [], ["r"], value=numpy_helper.from_array(np.array(0.25, np.float32))),

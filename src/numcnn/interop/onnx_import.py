@@ -57,10 +57,11 @@ class _Unsupported(Exception):
 class _Data:
     """A value computed from the graph input: ``layers`` applied to it; one sample's ``shape``."""
 
-    __slots__ = ("layers", "shape")
+    __slots__ = ("layers", "shape", "last_input")
 
-    def __init__(self, layers, shape):
+    def __init__(self, layers, shape, last_input=None):
         self.layers, self.shape = tuple(layers), tuple(shape)
+        self.last_input = last_input          # the shape the last layer took, when known
 
 
 class _Shape:
@@ -329,7 +330,7 @@ class _Importer:
         if size > MAX_ELEMENTS:
             raise _Unsupported(f"{layer!r} would need {size:,} elements per sample; numcnn's "
                                f"limit is {MAX_ELEMENTS:,}")
-        self.set(node, _Data(x.layers + (layer,), shape))
+        self.set(node, _Data(x.layers + (layer,), shape, x.shape))
 
     def set(self, node, value, i=0):
         self.values[node.output[i]] = value
@@ -353,6 +354,9 @@ class _Importer:
                     self.fail(f"{where} writes {_short(name)!r}, which is already defined")
             defined.update(node.output)
             builder = BUILDERS.get(node.op_type)
+            if node.op_type in FOLDERS and node.input and all(
+                    isinstance(self.values.get(n), np.ndarray) for n in node.input if n):
+                builder = _fold                    # constants in, a constant out: numpy does it
             if builder is None:
                 self.problems.append(f"{where}: operator {node.op_type!r} is not supported")
                 self.bad.update(node.output)
@@ -385,7 +389,8 @@ class _Importer:
                 f"{self.path}: cannot import this graph as numcnn layers: {len(self.problems)} "
                 f"unsupported part(s){' (operators ' + ', '.join(ops) + ')' if ops else ''}:\n"
                 + "\n".join(f"  - {p}" for p in self.problems)
-                + f"\nnumcnn imports: {', '.join(sorted(BUILDERS))}" + hint)
+                + f"\nnumcnn imports: {', '.join(sorted(BUILDERS))} (and folds constant "
+                f"{', '.join(sorted(FOLDERS - set(BUILDERS)))})" + hint)
         result = self.values[out]
         self._check_declared_output(result)
         return result
@@ -568,7 +573,7 @@ def _bias_add(ctx, node, name, x, c):
                        padding=layer.padding, dilation=layer.dilation, bias=True, rng=0)
     new.weight.value = layer.weight.value
     _set_param(new, "bias", bias)
-    ctx.set(node, _Data(x.layers[:-1] + (new,), x.shape))
+    ctx.set(node, _Data(x.layers[:-1] + (new,), x.shape, x.last_input))
 
 
 def _split_branches(datas):
@@ -716,7 +721,7 @@ def _fused(ctx, node, x, conv, params, eps):
                      padding=conv.padding, dilation=conv.dilation, bias=True, rng=0)
     _set_param(fused, "weight", w)
     _set_param(fused, "bias", (b - mean) * scale + beta)
-    ctx.set(node, _Data(x.layers[:-1] + (fused,), x.shape))
+    ctx.set(node, _Data(x.layers[:-1] + (fused,), x.shape, x.last_input))
 
 
 def _elementwise(layer_cls, allowed=None, make=None):
@@ -887,6 +892,147 @@ def _shape_concat(ctx, node, vals, axis):
     if any(p.scalar for p in parts):
         raise _Unsupported("cannot concatenate scalars")
     ctx.values[node.output[0]] = _Shape([x for p in parts for x in p.vals])
+
+
+# -- constant folding: nodes whose inputs are all constants (exporters' shape and pad arithmetic)
+#: the most elements one folded constant may have (they are index and shape vectors)
+MAX_FOLDED = 1 << 16
+_CAST = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
+
+
+def _fold_axes(ctx, node, a, rank, index=1):
+    axes = a.get("axes")
+    if axes is None and len(node.input) > index and node.input[index]:
+        axes = ctx.const(node, index, "axes").reshape(-1).tolist()
+    if axes is None:
+        return None
+    axes = [int(x) + rank if x < 0 else int(x) for x in axes]
+    if any(not 0 <= x < rank for x in axes) or len(set(axes)) != len(axes):
+        raise _Unsupported(f"axes {axes} out of range for rank {rank}")
+    return axes
+
+
+def _fold_slice(ctx, node, x):
+    rank = x.ndim
+    starts, ends = (ctx.const(node, i, w).reshape(-1).tolist() for i, w in ((1, "starts"), (2, "ends")))
+    axes = _fold_axes(ctx, node, {}, rank, 3) or list(range(len(starts)))
+    steps = ctx.const(node, 4, "steps", optional=True)
+    steps = [1] * len(starts) if steps is None else steps.reshape(-1).tolist()
+    if not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+        raise _Unsupported("starts/ends/axes/steps disagree")
+    index = [slice(None)] * rank
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        index[ax] = slice(int(st), int(en), int(sp))     # numpy clamps like ONNX
+    return x[tuple(index)]
+
+
+def _fold(ctx, node):
+    """Evaluate ``node`` with numpy; every result is a small array (shape or index vectors)."""
+    op, x = node.op_type, ctx.values[node.input[0]]
+    # sizes are checked before numpy computes anything (a broadcast or a gather can multiply them)
+    if any(ctx.values[n].size > MAX_FOLDED for n in node.input if n):
+        raise _Unsupported(f"folds only constants of at most {MAX_FOLDED:,} elements")
+    if op == "ConstantOfShape":
+        a = _attrs(node, {"value": None})
+        shape = [int(d) for d in x.reshape(-1)]
+        if any(d < 0 for d in shape) or math.prod(shape) > MAX_FOLDED:
+            raise _Unsupported(f"shape {shape} is negative or too large")
+        value = np.zeros(1, np.float32) if a["value"] is None else \
+            ctx.tensors.array(a["value"], f"ConstantOfShape {_short(node.name)!r} value")
+        if value.size != 1:
+            raise _Unsupported("value must hold one element")
+        out = np.full(shape, value.reshape(()), dtype=value.dtype)
+    elif op == "Concat":
+        a = _attrs(node, {"axis": None})
+        parts = [ctx.values[n] for n in node.input]
+        if a["axis"] is None or any(p.ndim != parts[0].ndim for p in parts) or not parts[0].ndim:
+            raise _Unsupported("concatenates arrays of different ranks, or without an axis")
+        if sum(p.size for p in parts) > MAX_FOLDED:
+            raise _Unsupported("the concatenation is too large to fold")
+        out = np.concatenate(parts, axis=a["axis"])
+    elif op == "Reshape":
+        a = _attrs(node, {"allowzero": 0})
+        shape = [int(d) for d in ctx.const(node, 1, "shape").reshape(-1)]
+        if not a["allowzero"]:
+            shape = [x.shape[i] if d == 0 and i < x.ndim else d for i, d in enumerate(shape)]
+        out = x.reshape(shape)
+    elif op == "Slice":
+        _attrs(node, {})
+        out = _fold_slice(ctx, node, x)
+    elif op == "Transpose":
+        a = _attrs(node, {"perm": None})
+        out = np.transpose(x, a["perm"])
+    elif op == "Cast":
+        a = _attrs(node, {"to": None, "saturate": 1})
+        if a["to"] not in _CAST:
+            raise _Unsupported(f"cast to data type {a['to']} is not supported")
+        out = x.astype(_CAST[a["to"]])
+    elif op in ("Unsqueeze", "Squeeze"):
+        a = _attrs(node, {"axes": None})
+        rank = x.ndim + (len(_fold_axes(ctx, node, a, 99) or []) if op == "Unsqueeze" else 0)
+        axes = _fold_axes(ctx, node, a, rank)
+        if op == "Unsqueeze":
+            out = np.expand_dims(x, tuple(axes or ()))
+        else:
+            out = np.squeeze(x, axis=None if axes is None else tuple(axes))
+    elif op == "Gather":
+        a = _attrs(node, {"axis": 0})
+        idx = ctx.const(node, 1, "indices")
+        axis = a["axis"] + x.ndim if a["axis"] < 0 else a["axis"]
+        if idx.dtype.kind not in "iu" or not 0 <= axis < x.ndim or (idx.size and (
+                idx.min() < -x.shape[axis] or idx.max() >= x.shape[axis])):
+            raise _Unsupported("indices out of range")
+        if x.shape[axis] and idx.size * (x.size // x.shape[axis]) > MAX_FOLDED:
+            raise _Unsupported("the gathered array is too large to fold")
+        out = np.take(x, idx, axis=axis)
+    elif op == "Shape":
+        a = _attrs(node, {"start": 0, "end": None})
+        out = np.asarray(x.shape[a["start"]:a["end"]], np.int64)
+    else:                                  # Add, Sub, Mul, Div of equal dtypes
+        _attrs(node, {})
+        y = ctx.values[node.input[1]] if len(node.input) == 2 else None
+        if y is None or x.dtype != y.dtype or (op == "Div" and x.dtype.kind != "f"):
+            raise _Unsupported("needs two constants of one float dtype (or ints for Add/Sub/Mul)")
+        if math.prod(np.broadcast_shapes(x.shape, y.shape)) > MAX_FOLDED:
+            raise _Unsupported("the broadcast result is too large to fold")
+        with np.errstate(all="ignore"):
+            out = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](x, y)
+    if out.size > MAX_FOLDED:
+        raise _Unsupported(f"folding gives {out.size:,} elements; numcnn folds at most {MAX_FOLDED:,}")
+    ctx.values[node.output[0]] = np.ascontiguousarray(out)
+
+
+FOLDERS = {"ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Unsqueeze",
+           "Squeeze", "Gather", "Shape", "Add", "Sub", "Mul", "Div"}
+
+
+@builds("Slice")
+def _slice(ctx, node):
+    """x[:, :, ::sh, ::sw] (a subsampling shortcut) as MaxPool2D(1, stride=(sh, sw)): a 1x1 window
+    is its one pixel, and the window count ceil(H / s) is the slice's."""
+    x = ctx.data(node)
+    _attrs(node, {})
+    rank = len(x.shape) + 1
+    starts, ends = (ctx.const(node, i, w).reshape(-1).tolist() for i, w in ((1, "starts"), (2, "ends")))
+    axes = _fold_axes(ctx, node, {}, rank, 3) or list(range(len(starts)))
+    steps = ctx.const(node, 4, "steps", optional=True)
+    steps = [1] * len(starts) if steps is None else steps.reshape(-1).tolist()
+    stride = [1, 1]
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        if rank != 4 or ax < 2 or st != 0 or en < x.shape[ax - 1] or sp < 1:
+            raise _Unsupported(f"only x[:, :, ::s, ::s] slicing is supported (starts {starts}, "
+                               f"ends {ends}, axes {axes}, steps {steps})")
+        stride[ax - 2] *= int(sp)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise _Unsupported("starts/ends/axes/steps disagree")
+    prev = x.layers[-1] if x.layers else None
+    if isinstance(prev, MaxPool2D) and prev.kernel_size == (1, 1) and prev.padding == (0, 0) \
+            and ctx.producer.get(node.input[0]) == "Slice" and ctx.uses.get(node.input[0]) == 1 \
+            and x.last_input is not None:
+        # x[::a][::b] == x[::a*b]: one subsampling layer for consecutive slices
+        stride = [stride[0] * prev.stride[0], stride[1] * prev.stride[1]]
+        x = _Data(x.layers[:-1], x.last_input)
+    ctx.append(node, x, MaxPool2D(1, stride=tuple(stride)))
 
 
 def _record_producers(run):
