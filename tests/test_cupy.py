@@ -189,7 +189,54 @@ def _layer_cases():
         "leaky relu": (lambda: LeakyReLU(0.1), (6, 8, 4, 4)),
         "sigmoid": (lambda: Sigmoid(), (6, 16)),
         "tanh": (lambda: Tanh(), (6, 16)),
+        **_modern_layer_cases(),
     }
+
+
+def _modern_layer_cases():
+    from numcnn.layers import (ELU, GELU, AvgPool2D, Conv2D, ConvTranspose2D, Flatten,
+                               GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D, SiLU, Upsample)
+    return {
+        "conv groups 2 same": (lambda: Conv2D(8, 8, 3, padding="same", groups=2, rng=6), (6, 8, 8, 8)),
+        "conv depthwise stride 2 asym": (lambda: Conv2D(8, 8, 3, stride=2, groups=8,
+                                                        padding=((0, 1), (1, 0)), rng=7), (6, 8, 9, 9)),
+        "conv grouped no bias dilated": (lambda: Conv2D(6, 9, (3, 2), dilation=2, groups=3,
+                                                        bias=False, rng=8), (6, 6, 9, 8)),
+        "conv transpose stride 2": (lambda: ConvTranspose2D(8, 4, 3, stride=2, padding=1,
+                                                           output_padding=1, rng=9), (6, 8, 5, 5)),
+        "conv transpose grouped": (lambda: ConvTranspose2D(6, 4, 2, groups=2, dilation=2,
+                                                          rng=10), (6, 6, 4, 4)),
+        "max pool ceil dilation": (lambda: MaxPool2D(3, 2, 1, dilation=2, ceil_mode=True), (6, 8, 9, 9)),
+        "avg pool ceil exclude pad": (lambda: AvgPool2D(3, 2, 1, ceil_mode=True,
+                                                        count_include_pad=False), (6, 8, 8, 8)),
+        "global avg pool": (lambda: GlobalAvgPool2D(), (6, 8, 5, 3)),
+        "global max pool": (lambda: GlobalMaxPool2D(), (6, 8, 5, 3)),
+        "upsample (2, 3)": (lambda: Upsample((2, 3)), (6, 8, 4, 4)),
+        "elu": (lambda: ELU(0.7), (6, 8, 4, 4)),
+        "gelu": (lambda: GELU(), (6, 8, 4, 4)),
+        "gelu tanh": (lambda: GELU("tanh"), (6, 16)),
+        "silu": (lambda: SiLU(), (6, 8, 4, 4)),
+        "flatten start_dim 2": (lambda: Flatten(2), (6, 8, 4, 4)),
+    }
+
+
+@pytest.mark.parametrize("options", [dict(), dict(weight=[1.0, 2.0, 0.5, 1.0, 3.0]),
+                                     dict(ignore_index=1, label_smoothing=0.1),
+                                     dict(reduction="sum"), dict(reduction="none")])
+def test_cross_entropy_options_on_cupy_match_numpy(options):
+    rng = np.random.default_rng(8)
+    z = rng.standard_normal((7, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 7)
+    lc, lg = numcnn.losses.CrossEntropy(**options), numcnn.losses.CrossEntropy(**options)
+    vc, vg = lc.forward(z, y), lg.forward(cupy.asarray(z), cupy.asarray(y))
+    if options.get("reduction") == "none":
+        np.testing.assert_allclose(cupy.asnumpy(vg), vc, rtol=1e-5, atol=1e-6)
+        gc, gg = lc.backward(np.ones(7, np.float32)), lg.backward(cupy.ones(7, dtype=cupy.float32))
+    else:
+        assert abs(vc - vg) < 1e-5
+        gc, gg = lc.backward(), lg.backward()
+    assert isinstance(gg, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(gg), gc, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", list(_layer_cases()))

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from numcnn import datasets
-from numcnn.data import formats
-from numcnn.data.formats import (load_image, read_cifar_binary, read_idx, read_image_folder,
+from numcnn import data as formats
+from numcnn.data import (load_image, read_cifar_binary, read_idx, read_image_folder,
                                  read_npz, write_idx)
 from numcnn.errors import ConfigError, DataError, NumcnnError
 
@@ -543,7 +543,13 @@ def test_no_pickle_anywhere():
     import numcnn.data.download
     import numcnn.data.embedded
     import numcnn.data.loader
-    for mod in (formats, numcnn.data.download, numcnn.data.embedded, numcnn.data.loader,
+    import numcnn.data.cifar
+    import numcnn.data.idx
+    import numcnn.data.images
+    import numcnn.data.npz
+    import numcnn.data.sources
+    for mod in (numcnn.data.idx, numcnn.data.cifar, numcnn.data.images, numcnn.data.npz,
+                numcnn.data.sources, numcnn.data.download, numcnn.data.embedded, numcnn.data.loader,
                 numcnn.data.augment, datasets):
         src = inspect.getsource(mod)
         assert "import pickle" not in src and "allow_pickle=True" not in src

@@ -14,8 +14,10 @@ import pytest
 
 from numcnn import datasets
 from numcnn.data import download as dl
-from numcnn.data.download import cache_dir, download, fetch_dataset
-from numcnn.data.formats import write_idx
+from numcnn.data import sources
+from numcnn.data.download import cache_dir, download
+from numcnn.data.sources import fetch_dataset
+from numcnn.data import write_idx
 from numcnn.errors import ConfigError, DownloadError
 
 
@@ -233,18 +235,18 @@ def test_argument_errors(tmp_path):
 def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMCNN_HOME", str(tmp_path / "home"))
     assert cache_dir() == tmp_path / "home"
-    assert dl.dataset_dir("mnist") == tmp_path / "home" / "mnist"
+    assert sources.dataset_dir("mnist") == tmp_path / "home" / "mnist"
     monkeypatch.delenv("NUMCNN_HOME")
     assert cache_dir().parts[-2:] == (".cache", "numcnn")
 
 
 def test_known_table_is_complete():
     for name in ("mnist", "fashion-mnist", "cifar10"):
-        spec = dl.DATASETS[name]
+        spec = sources.DATASETS[name]
         assert spec["mirrors"]
         for fname, (sha, size) in spec["files"].items():
             assert len(sha) == 64 and int(sha, 16) >= 0 and size > 0
-    assert dl.DATASETS["mnist"]["files"]["train-images-idx3-ubyte.gz"][0] == (
+    assert sources.DATASETS["mnist"]["files"]["train-images-idx3-ubyte.gz"][0] == (
         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609")
 
 
@@ -333,7 +335,7 @@ def test_fetch_cifar10_extracts_safely(server, tmp_path):
 
 # --- mirror fallback on a checksum mismatch; the user's file is never lost; clear errors ---
 
-_MNIST_FILES = list(dl.DATASETS["mnist"]["files"])
+_MNIST_FILES = list(sources.DATASETS["mnist"]["files"])
 
 
 def _serve_mnist(server, prefix, seed=20):

@@ -42,8 +42,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from numcnn import io as nio
-from numcnn.cli import load_architecture
-from numcnn.data import formats as F
+from numcnn.architecture import load_architecture
+from numcnn import data as F
+from numcnn.architecture import MAX_ELEMENTS
 from numcnn.errors import ConfigError, DataError, ModelFileError, NumcnnError
 from numcnn.layers import (REGISTRY, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                            ReLU)
@@ -561,7 +562,7 @@ def _check_loaded_model(m):
     for p in m.parameters():
         assert p.value.dtype in (np.float32, np.float64) and np.all(np.isfinite(p.value))
         n += p.value.size
-    assert n <= nio.MAX_ELEMENTS
+    assert n <= MAX_ELEMENTS
 
 
 @fuzz(200)
@@ -817,7 +818,7 @@ def test_architecture_file_random_text(tmp_path, text, ext):
     p = _arch_file(tmp_path, text, ext)
     kind, out = verdict("architecture-random", load_architecture, p, name=os.path.basename(p))
     if kind == "ok":
-        assert _count_params(out) <= nio.MAX_ELEMENTS
+        assert _count_params(out) <= MAX_ELEMENTS
 
 
 def _toml_value(v):
@@ -864,7 +865,7 @@ def test_architecture_file_structured_fuzz(tmp_path, arch, ext):
         kind, out = verdict("architecture-structured", load_architecture, p, name=os.path.basename(p))
     assert mem["peak"] < 64 << 20, f"allocated {mem['peak']} bytes for {text[:200]}"
     if kind == "ok":
-        assert isinstance(out, Sequential) and _count_params(out) <= nio.MAX_ELEMENTS
+        assert isinstance(out, Sequential) and _count_params(out) <= MAX_ELEMENTS
         assert all(p.value.dtype in (np.float32, np.float64) for p in out.parameters())
         if out.input_shape and math.prod(out.input_shape) <= 4096:
             # what loads also runs (or refuses its input cleanly)

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import numcnn
+import numcnn.files
 from numcnn import io as nio
 from numcnn import models
 from numcnn.errors import ConfigError, ModelFileError
@@ -169,9 +170,9 @@ def test_failed_write_keeps_the_old_file(where, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device (simulated)")
 
     if where == "replace":
-        monkeypatch.setattr(nio.os, "replace", boom)
+        monkeypatch.setattr(numcnn.files.os, "replace", boom)
     elif where == "fsync":
-        monkeypatch.setattr(nio.os, "fsync", boom)
+        monkeypatch.setattr(numcnn.files.os, "fsync", boom)
     else:
         real_fdopen = os.fdopen
 
@@ -192,7 +193,7 @@ def test_failed_write_keeps_the_old_file(where, tmp_path, monkeypatch):
             def __exit__(self, *exc):
                 self.f.close()
 
-        monkeypatch.setattr(nio.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+        monkeypatch.setattr(numcnn.files.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match="simulated"):
         new.save(path)
     monkeypatch.undo()
@@ -209,7 +210,7 @@ def test_interrupt_during_write_keeps_the_old_file(tmp_path, monkeypatch):
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nio.os, "replace", ctrl_c)
+    monkeypatch.setattr(numcnn.files.os, "replace", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         models.digits_cnn().save(path)
     monkeypatch.undo()

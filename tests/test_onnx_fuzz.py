@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 import numcnn
 from numcnn.errors import ModelFileError, NumcnnError
 from numcnn.interop import onnx_import
-from numcnn.io import MAX_ELEMENTS
+from numcnn.architecture import MAX_ELEMENTS
 from numcnn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
                            MaxPool2D, Softmax)
 from test_fuzz_readers import deadline, fresh, fuzz, mutate, peak_allocation

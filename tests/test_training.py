@@ -393,7 +393,7 @@ def test_early_stopping(patience, epochs_run, small, tmp_path, monkeypatch):
         rep["loss"] = script[len(seen) - 1]
         return rep
 
-    monkeypatch.setattr(training, "evaluate", scripted)
+    monkeypatch.setattr(training.trainer, "evaluate", scripted)   # what the trainer calls
     model = models.digits_cnn()
     t = Trainer(model, optimizer="sgd", lr=0.01, epochs=10, batch_size=128, patience=patience,
                 out_dir=str(tmp_path), progress=False)

@@ -152,7 +152,7 @@ def test_render_gif_deck_has_18_frames_of_the_expected_size(deck_gif):
     assert im.size == rgb[0].size
     assert all(f.size == rgb[0].size for f in rgb)
     w, h = im.size
-    cell = convdemo.CELL
+    cell = convdemo.gif.CELL
     assert w >= (7 + 3 + 3 + 3 + 3) * cell and h >= 3 * 7 * cell     # 7x7 input, 3 filters...
     assert w <= 1400 and h <= 1400                                    # ...but still screen-sized
     assert tuple(frames[0][2, 2]) == (255, 255, 255)                  # white background
@@ -165,8 +165,8 @@ def test_render_gif_frames_highlight_the_value_being_computed(deck_gif):
         assert im.info.get("loop") == 0 and im.info.get("duration") == 400     # loops forever
         im.seek(17)
         assert im.info.get("duration") == 4 * 400              # the finished output stays longer
-    painter = convdemo._Painter(x, weight, bias, stride, padding)
-    green, done, todo = (convdemo._COLORS[k] for k in ("out_now", "out", "out_todo"))
+    painter = convdemo.gif._Painter(x, weight, bias, stride, padding)
+    green, done, todo = (convdemo.gif._COLORS[k] for k in ("out_now", "out", "out_todo"))
     for k, st in enumerate(painter.steps):
         cx, cy = painter._out_cell(st.o, st.y, st.x)
         assert tuple(frames[k][int(cy) + 5, int(cx) + 5]) == green        # the current value
@@ -179,7 +179,7 @@ def test_render_gif_frames_highlight_the_value_being_computed(deck_gif):
         r0, c0 = st.origin                       # the window's cells are highlighted in blue
         wx = painter.cols[0][0] + (c0 + 1) * painter.w_in + 3
         wy = painter._band_top(0) + painter.label_h + (r0 + 1) * painter.cell_h + 3
-        assert tuple(frames[k][wy, wx]) == convdemo._COLORS["window"]
+        assert tuple(frames[k][wy, wx]) == convdemo.gif._COLORS["window"]
 
 
 def test_render_gif_refuses_a_bad_frame_time(tmp_path):

@@ -8,31 +8,32 @@
     l = loss.forward(logits, y)          # y: (N,) int class ids
     model.backward(loss.backward())      # dL/dz = y_hat - y, then back through every layer
     opt.step(); opt.zero_grad()          # w <- w - lr * dL/dw
+
+The floors, and the direction of calls, are drawn in ``docs/architecture.md``.
 """
 from . import errors, functional, init, layers, losses, models, optim
+# the floors above the model register model.fit / model.evaluate / model.save when imported
+from . import io, training  # noqa: E402  (order: the model first, then what it calls up to)
+from .architecture import load_architecture
 from .backend import use
 from .errors import NumcnnError
 from .gradcheck import gradcheck
+from .io import load_model as load
 from .model import Sequential
-from . import interop                # registers model.to_onnx / state_dict / load_state_dict
+from . import interop  # noqa: E402  registers model.to_onnx / state_dict / load_state_dict
 from .interop import from_onnx
 
 __version__ = "0.1.0"
 
 
-def load(path):
-    """Load a model saved with ``model.save(path)`` (a ``.safetensors`` file)."""
-    from .io import load_model
-    return load_model(path)
-
-
 def __getattr__(name):
-    # data, I/O, training and plots are imported on first use so ``import numcnn`` stays light
+    # data sets and plots are imported on first use so ``import numcnn`` stays light
     import importlib
-    if name in ("datasets", "data", "io", "training", "viz", "metrics"):
+    if name in ("datasets", "data", "viz", "metrics", "architecture"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'numcnn' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "load", "from_onnx", "layers", "losses", "optim", "models", "functional", "init",
-           "gradcheck", "errors", "NumcnnError", "use"]
+__all__ = ["Sequential", "load", "from_onnx", "load_architecture", "layers", "losses", "optim",
+           "models", "functional", "init", "gradcheck", "errors", "NumcnnError", "use", "io",
+           "training", "interop"]

@@ -13,17 +13,19 @@ import argparse
 import json
 import os
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 
+from . import datasets, models
+from .architecture import load_architecture
+from .data.images import image_size, load_image
 from .errors import ConfigError, DataError, ModelFileError, NumcnnError
-
-DEFAULTS = dict(data="mnist-5k", model="lenet5", epochs=30, batch_size=32, optimizer="adam",
-                momentum=0.9, schedule="cosine")
-DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
-#: what a training run leaves in its folder (a new run refuses to overwrite them)
-RUN_FILES = ("model.safetensors", "best.safetensors", "checkpoint.safetensors", "history.json")
+from .io import load_model
+from .metrics import format_report
+from .training import evaluate
+from .training.run import DEFAULTS, RUN_FILES, TrainingRun, first_conv, load_data, write_json  # noqa: F401
+from .viz import convdemo, plots
 
 
 def _say(*a):
@@ -31,186 +33,38 @@ def _say(*a):
 
 
 # -- models --------------------------------------------------------------------------------------
-def build_model(spec, shape, num_classes, seed):
-    """A preset name, or a .json/.toml file describing a Sequential."""
-    from . import models
-    if spec in models.PRESETS:
-        c, h, w = shape
-        if h != w:
-            raise ConfigError(f"preset {spec!r} needs square images, the data has {h}x{w}")
-        return models.build(spec, in_channels=c, num_classes=num_classes, image_size=h, rng=seed)
-    if os.path.splitext(spec)[1].lower() in (".json", ".toml"):
-        return load_architecture(spec, seed)
-    raise ConfigError(f"unknown model {spec!r}: choose a preset ({', '.join(models.PRESETS)}) or "
-                      "give a .json/.toml architecture file")
-
-
-def load_architecture(path, seed=0):
-    """Read ``{"input_shape": [C, H, W], "layers": [{"type": "Conv2D", ...}, ...]}`` (JSON/TOML)."""
-    from .init import as_generator
-    from .io import check_architecture, check_model_size
-    from .layers import layer_from_config
-    from .model import Sequential
-    if not os.path.isfile(path):
-        raise ConfigError(f"architecture file {path!r} does not exist")
-    with open(path, "rb") as f:
-        raw = f.read((1 << 20) + 1)
-    if len(raw) > 1 << 20:
-        raise ConfigError(f"{path}: architecture files are limited to 1 MiB")
-    is_toml = path.lower().endswith(".toml")
-    try:
-        if is_toml:
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                raise ConfigError("TOML architectures need Python 3.11+; use JSON instead") from None
-            spec = tomllib.loads(raw.decode("utf-8"))
-        else:
-            spec = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid {'TOML' if is_toml else 'JSON'}: {exc}") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
-        raise ConfigError(f"{path}: expected a 'layers' list of {{\"type\": ..., ...}} tables")
-    # sizes, NaN arguments, dtypes and input_shape are checked before anything is allocated
-    check_architecture(spec, path, error=ConfigError)
-    rng = as_generator(seed)
-    layers = []
-    for i, ls in enumerate(spec["layers"]):
-        if isinstance(ls, dict) and ls.get("type") in ("Conv2D", "Dense"):
-            ls = {**ls, "rng": rng}
-        try:
-            if isinstance(ls, dict) and not isinstance(ls.get("type"), str):
-                raise ConfigError(f"the 'type' of a layer must be a string, got {ls.get('type')!r}")
-            layers.append(layer_from_config(ls))
-        except NumcnnError as exc:
-            raise ConfigError(f"{path}: layer {i}: {exc}") from None
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
-                RecursionError) as exc:     # a layer constructor choking on a bad argument
-            raise ConfigError(f"{path}: layer {i}: bad arguments ({type(exc).__name__}: {exc})") from None
-    try:
-        model = Sequential(layers, input_shape=spec.get("input_shape"))
-    except NumcnnError as exc:          # layers that do not fit together: name the file
-        raise ConfigError(f"{path}: {exc}") from None
-    check_model_size(model, path, error=ConfigError)
-    return model
-
-
 def _load_data(name, args, classes=None):
     """The dataset ``name``; ``classes`` (a trained model's) fixes an image folder's labels."""
-    from .datasets import load_dataset
-    from .datasets import _canonical
-    kw = {"classes": list(classes)} if classes else {}
-    size = getattr(args, "image_size", None)
-    if size is not None:
-        if size < 1:
-            raise ConfigError(f"--image-size must be a positive number of pixels, got {size}")
-        if _canonical(str(name)) is not None:
-            raise ConfigError(f"--image-size resizes image folders; {name!r} is a named dataset "
-                              "with a fixed size (drop --image-size)")
-        kw["size"] = (size, size)
-    return load_dataset(name, **kw)
+    return load_data(name, getattr(args, "image_size", None), classes)
 
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_train(args):
-    from .data.augment import Augment
-    from .metrics import format_report
-    from .training import Trainer, evaluate
-    ds = _load_data(args.data, args)
-    (xtr, ytr), (xte, yte) = ds.splits
-    classes = list(ds.classes)
-    model = build_model(args.model, xtr.shape[1:], len(classes), args.seed)
-    k = model.num_outputs()
-    if k is not None and k != len(classes):
-        raise ConfigError(f"model {args.model!r} has {k} outputs but {args.data!r} has "
-                          f"{len(classes)} classes; make its last layer output {len(classes)}")
-    model.classes = classes
-    if model.input_shape and tuple(xtr.shape[1:]) != model.input_shape:
-        raise ConfigError(f"model {args.model!r} takes images of shape {model.input_shape} but "
-                          f"{args.data!r} has {tuple(xtr.shape[1:])}")
-    out = args.out or os.path.join("runs", f"{os.path.basename(str(args.data)).replace('.', '_')}-"
-                                            f"{os.path.basename(args.model).split('.')[0]}-{time.strftime('%Y%m%d-%H%M%S')}")
-    previous = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
-    if previous and not args.resume:
-        raise ConfigError(f"--out {out} holds a previous run ({', '.join(previous)}); continue it "
-                          f"with --resume {os.path.join(out, 'checkpoint.safetensors')}, or choose "
-                          "another --out (or delete that folder)")
-    if args.lr is None:
-        args.lr = DEFAULT_LR[args.optimizer]
-    if args.momentum is None:
-        args.momentum = DEFAULTS["momentum"]
-    elif args.optimizer != "sgd":
-        raise ConfigError(f"--momentum is for --optimizer sgd; {args.optimizer} has its own "
-                          "moving averages (drop --momentum, or use --optimizer sgd)")
-    if args.shift is None:        # 2 pixels for 28x28 digits, 1 for 8x8: about 1/14 of the side
-        args.shift = max(1, round(xtr.shape[-1] / 14))
-    elif args.shift >= min(xtr.shape[-2:]) / 2:
-        raise ConfigError(f"--shift {args.shift} would move most of a {xtr.shape[-2]}x"
-                          f"{xtr.shape[-1]} image off its canvas; use less than "
-                          f"{min(xtr.shape[-2:]) / 2:g} (the default is about 1/14 of the side)")
-    augment = Augment(shift=args.shift, flip=args.flip) if (args.shift or args.flip) else None
-    trainer = Trainer(model, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                      weight_decay=args.weight_decay, schedule=args.schedule, epochs=args.epochs,
-                      batch_size=args.batch_size, seed=args.seed, augment=augment, out_dir=out,
-                      patience=args.patience, progress="lines" if args.no_progress else True)
-    _say(f"numcnn train: {args.model} on {args.data} ({len(xtr):,} train / {len(xte):,} test images "
-         f"of {'x'.join(map(str, xtr.shape[1:]))}), {args.epochs} epochs, batch {args.batch_size}, "
-         f"{type(trainer.optimizer).__name__} lr {trainer.optimizer.lr:g}, {args.schedule} schedule")
-    _say(f"output folder: {out}")
-    t0 = time.perf_counter()
-    history = trainer.fit((xtr, ytr), (xte, yte), resume=args.resume)
-    elapsed = time.perf_counter() - t0
-    if trainer.interrupted:
-        again = [a for a in (args.argv or []) if a != "--resume"]
-        if args.resume and args.resume in again:
-            again.remove(args.resume)
-        _say(f"\ninterrupted: checkpoint saved to {trainer.checkpoint_path}; continue with\n"
-             f"  numcnn train {' '.join(again)} --resume {trainer.checkpoint_path}")
+    run = TrainingRun(data=args.data, model=args.model, epochs=args.epochs,
+                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      momentum=args.momentum, weight_decay=args.weight_decay,
+                      schedule=args.schedule, shift=args.shift, flip=args.flip,
+                      image_size=args.image_size, seed=args.seed, patience=args.patience,
+                      out=args.out, resume=args.resume,
+                      progress="lines" if args.no_progress else True, log=_say, argv=args.argv)
+    result = run.run()
+    if result["interrupted"]:
+        _say(f"\ninterrupted: checkpoint saved to {run.trainer.checkpoint_path}; continue with\n"
+             f"  {run.resume_command}")
         return 130
-    report = evaluate(model, xte, yte)
-    _write_json(report, os.path.join(out, "evaluation.json"))
-    _write_training_plots(model, history, report, xte, out)
+    history, report = result["history"], result["report"]
     ips = history["images_per_s"][-1] if history["images_per_s"] else float("nan")
     _say("")
     _say(format_report(report))
     _say("")
     _say(f"test accuracy {report['accuracy'] * 100:.2f}% after {len(history['epoch'])} epochs in "
-         f"{elapsed:.1f}s ({ips:,.0f} training images/s)")
-    _say(f"model saved to {os.path.join(out, 'model.safetensors')}")
+         f"{result['elapsed']:.1f}s ({ips:,.0f} training images/s)")
+    _say(f"model saved to {os.path.join(result['out'], 'model.safetensors')}")
     return 0
 
 
-def _write_json(obj, path):
-    """JSON written the way every numcnn file is: atomically, its folder created if needed."""
-    from .io import atomic_write
-    atomic_write(path, json.dumps(obj, indent=1).encode())
-
-
-def _write_training_plots(model, history, report, x, out):
-    from .viz import plots
-    plots.plot_history(history, os.path.join(out, "history.png"))
-    plots.plot_confusion(np.asarray(report["confusion_matrix"]), report["classes"],
-                         os.path.join(out, "confusion.png"))
-    conv = _first_conv(model)
-    if conv is not None:
-        plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png"))
-        plots.plot_feature_maps(model, x[:1], os.path.join(out, "feature_maps.png"))
-
-
-def _first_conv(model):
-    from .layers import Conv2D
-    return next((l for l in model.layers if isinstance(l, Conv2D)), None)
-
-
-def _load_model(path):
-    from .io import load_model
-    return load_model(path)
-
-
 def cmd_evaluate(args):
-    from .metrics import format_report
-    from .training import evaluate
-    model = _load_model(args.model)
+    model = load_model(args.model)
     ds = _load_data(args.data, args, model.classes)
     (xtr, ytr), (xte, yte) = ds.splits
     x, y = (xte, yte) if args.split == "test" else (xtr, ytr)
@@ -221,13 +75,12 @@ def cmd_evaluate(args):
     _say(f"{args.model} on {args.data} ({args.split} split)")
     _say(format_report(report))
     if args.json:
-        _write_json(report, args.json)
+        write_json(report, args.json)
     return 0
 
 
 def cmd_predict(args):
-    from .data.formats import load_image
-    model = _load_model(args.model)
+    model = load_model(args.model)
     if not model.input_shape:
         raise ModelFileError(f"{args.model}: the model has no input shape; cannot prepare images")
     if args.top < 1:
@@ -260,7 +113,6 @@ def _parse_shape(text):
 
 
 def cmd_summary(args):
-    from . import models
     shape = _parse_shape(args.input_shape) if args.input_shape else None
     if args.model in models.PRESETS:
         kw = {}
@@ -281,16 +133,13 @@ def cmd_summary(args):
                           f"({', '.join(models.PRESETS)}), a .json/.toml architecture or a "
                           ".safetensors model file")
     else:
-        model = _load_model(args.model)
+        model = load_model(args.model)
     _say(model.summary(shape))
     return 0
 
 
 def cmd_plot(args):
-    from .data.formats import load_image
-    from .training import evaluate
-    from .viz import plots
-    model = _load_model(args.model)
+    model = load_model(args.model)
     out = args.out or os.path.dirname(os.path.abspath(args.model))   # made by the first PNG
     written, history, report = [], None, None
     hist_path = args.history or os.path.join(os.path.dirname(os.path.abspath(args.model)), "history.json")
@@ -303,7 +152,7 @@ def cmd_plot(args):
                 history = json.load(f)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{hist_path}: not a valid history file ({exc})") from None
-    conv = _first_conv(model)
+    conv = first_conv(model)
     # everything is read and checked before the first PNG is written
     if args.image:
         c, h, w = model.input_shape
@@ -347,20 +196,15 @@ def _parse_kernel(text):
 def _gallery_size(path, longest=512):
     """Shrink big photos before filtering: the gallery's tiles are ~340 pixels wide, and a 12 MP
     picture took 22 s and 5 GB through every kernel."""
-    from pathlib import Path
-
-    from .data.formats import _open_image
     if not Path(path).is_file():
         return None                      # load_image says what is wrong with it
-    _, (h, w) = _open_image(Path(path))
+    h, w = image_size(path)
     scale = longest / max(h, w)
     return None if scale >= 1 else (max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 def cmd_convdemo(args):
-    from .viz import convdemo            # its writers make --out when they write into it
     if args.gallery:
-        from .data.formats import load_image
         img = convdemo.sample_image(64, rgb=True) if args.gallery == "sample" else \
             load_image(args.gallery, size=_gallery_size(args.gallery))
         path = convdemo.kernel_gallery(img, os.path.join(args.out, "kernels.png"))
@@ -369,7 +213,6 @@ def cmd_convdemo(args):
     own = {"--kernel": args.kernel, "--stride": args.stride, "--padding": args.padding,
            "--bias": args.bias}
     if args.image:
-        from .data.formats import load_image
         img = load_image(args.image, channels=1)[0]
         kernel = _parse_kernel(args.kernel) if args.kernel is not None else convdemo.classic_kernels()["edge"]
         x, weight, bias, stride, padding = convdemo.user_demo_inputs(
@@ -395,7 +238,6 @@ def cmd_convdemo(args):
 
 
 def cmd_datasets(args):
-    from . import datasets
     for name in datasets.available():
         inf = datasets.info(name)
         _say(f"{name:<14} {inf.get('description', '')}")

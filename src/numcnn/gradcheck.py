@@ -25,6 +25,8 @@ import numpy as np
 from .backend import get_array_module, to_numpy
 from .errors import ConfigError, ShapeError, StateError
 from .init import as_generator
+from .layers.base import Layer
+from .model import Sequential
 
 #: tensors with at most this many entries are checked entry by entry (the default max_entries):
 #: one wrong entry of a small conv kernel is always found, not only when a sample hits it
@@ -71,8 +73,6 @@ def _positive(value, name):
 
 
 def _check_arguments(model, labels, loss, eps, max_entries, floor):
-    from .layers.base import Layer        # noqa: PLC0415 - numcnn.layers imports this package
-    from .model import Sequential         # noqa: PLC0415
     if not isinstance(model, (Layer, Sequential)):
         raise ConfigError(f"gradcheck: model must be a numcnn layer (e.g. Dense(5, 3)) or a "
                           f"numcnn.Sequential, got {type(model).__name__}")

@@ -10,6 +10,9 @@ Layout of a file written by :func:`save_model`:
 * checkpoints add tensors ``optim.{i}.{name}`` (optimizer state) and metadata ``checkpoint``
   (JSON: epoch, batch, optimizer type/config/steps, history, random states).
 
+This module owns the model-file format; writing bytes safely is :mod:`numcnn.files`, and the
+architecture JSON inside is :mod:`numcnn.architecture`.  Importing it wires ``model.save``.
+
 Files are written atomically: to a temporary file in the same folder, flushed and fsync'd, then
 renamed over the target, so a crash at any moment leaves either the old file or the new one.
 Loading never runs code from the file: the header is JSON, the tensors are raw little-endian
@@ -18,82 +21,21 @@ arrays, and every name, shape and dtype is checked against the architecture befo
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import struct
 
 import numpy as np
 
+from .architecture import check_architecture, check_model_size
 from .backend import current, to_numpy
 from .errors import ConfigError, ModelFileError
+from .files import as_path, atomic_write, read_file  # noqa: F401 - atomic_write: numcnn.io's public name
+from .model import Sequential, register_entry_point
 
 FORMAT = "numcnn/1"
 MAX_HEADER = 64 * 1024 * 1024
 _DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "U8": np.uint8,
            "I16": np.int16, "I32": np.int32, "I64": np.int64, "BOOL": np.bool_}
 _CODES = {np.dtype(v).str: k for k, v in _DTYPES.items()}
-
-
-def _as_path(path, what):
-    """``path`` as a str, or ConfigError when it is not a path at all (None, a number...)."""
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        raise ConfigError(f"{what}: expected a file path, got {type(path).__name__}")
-    return os.fsdecode(os.fspath(path))
-
-
-def _temp_file(folder):
-    """``(fd, path)`` of a new ``.tmp-*.part`` file in ``folder``, created with mode 0666 so the
-    process's umask applies as for any new file (mkstemp's private 0600 would lock other users
-    out of shared models)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(6)}.part")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary file name in {folder!r}")   # pragma: no cover
-
-
-def atomic_write(path, data: bytes):
-    """Write ``data`` to ``path`` via temp file + fsync + rename (never a half-written file).
-
-    A file that is replaced keeps its permissions (where the file system allows chmod)."""
-    path = _as_path(path, "write")
-    if os.path.isdir(path):
-        raise ConfigError(f"cannot write {path!r}: it is a folder; give a file name inside it")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = _temp_file(folder)
-    try:
-        try:
-            keep = os.stat(path).st_mode & 0o7777
-        except OSError:
-            keep = None
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep is not None:
-            try:
-                os.chmod(tmp, keep)
-            except OSError:                  # e.g. vfat, CIFS: the new file's mode will do
-                pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def encode_safetensors(tensors: dict, metadata: dict) -> bytes:
@@ -155,16 +97,6 @@ def decode_safetensors(data: bytes, where="file"):
     return tensors, meta
 
 
-def read_file(path, what="model file"):
-    path = _as_path(path, f"read {what}")
-    if not os.path.exists(path):
-        raise ModelFileError(f"{what} {path!r} does not exist")
-    if os.path.isdir(path):
-        raise ModelFileError(f"{what} {path!r} is a folder; give the .safetensors file inside it")
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def model_tensors(model) -> dict:
     out = {}
     for i, layer in enumerate(model.layers):
@@ -189,7 +121,7 @@ def model_metadata(model) -> dict:
 
 def save_model(model, path, extra_tensors=None, extra_metadata=None):
     """Write ``model`` (and, for checkpoints, extra tensors/metadata) atomically to ``path``."""
-    path = _as_path(path, "save")
+    path = as_path(path, "save")
     model.check_classes(model.classes, f"save {path!r}: model.classes has",
                         advice="set one name per output before saving (a file that cannot be "
                                "loaded back is never written)")
@@ -210,128 +142,8 @@ def _json_meta(meta, key, where, default=None):
         raise ModelFileError(f"{where}: metadata {key!r} is not valid JSON ({exc})") from None
 
 
-#: The largest model numcnn builds from a description: 2**28 elements of parameters and buffers
-#: in all (1 GiB of float32, about twice VGG-16), and 2**28 elements for any one layer's output
-#: (or padded input, or im2col buffer) per image.  Checked before anything is allocated, so an
-#: architecture asking for ``out_channels=10**12`` is refused at once instead of exhausting memory.
-MAX_ELEMENTS = 2 ** 28
-
-
-def _spec_int(v):
-    return int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else None
-
-
-def _spec_pair(v):
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            return None
-        a, b = _spec_int(v[0]), _spec_int(v[1])
-        return None if a is None or b is None else (max(a, 0), max(b, 0))
-    a = _spec_int(v)
-    return None if a is None else (max(a, 0), max(a, 0))
-
-
-def _spec_elements(spec) -> int:
-    """Parameter + buffer elements a layer description asks for (0 where its arguments are not
-    even integers: the layer's constructor refuses those with its own message)."""
-    kind = spec.get("type")
-    if kind == "Conv2D":
-        cin, cout = _spec_int(spec.get("in_channels")), _spec_int(spec.get("out_channels"))
-        k = _spec_pair(spec.get("kernel_size"))
-        if cin is None or cout is None or k is None:
-            return 0
-        return max(cout, 0) * (max(cin, 0) * k[0] * k[1] + 1)
-    if kind == "Dense":
-        fin, fout = _spec_int(spec.get("in_features")), _spec_int(spec.get("out_features"))
-        if fin is None or fout is None:
-            return 0
-        return max(fout, 0) * (max(fin, 0) + 1)
-    if kind in ("BatchNorm1D", "BatchNorm2D"):
-        n = _spec_int(spec.get("num_features"))
-        return 4 * max(n or 0, 0)
-    return 0
-
-
-def _non_finite(v, depth=0):
-    if isinstance(v, float):
-        return not np.isfinite(v)
-    if isinstance(v, (list, tuple)) and depth < 4:
-        return any(_non_finite(u, depth + 1) for u in v)
-    return False
-
-
-def check_architecture(config, where, error=ModelFileError):
-    """Refuse a model description that is hostile or absurd *before* building it.
-
-    Checks what ``Sequential.from_config`` cannot check without allocating: the total number of
-    parameter elements (at most :data:`MAX_ELEMENTS`), NaN/inf arguments, parameter dtypes other
-    than float32/float64 and a malformed ``input_shape``.  Anything else (unknown types, bad
-    arguments) is left to the layers' constructors, which raise ConfigError.
-    """
-    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-        return
-    shape = config.get("input_shape")
-    if shape is not None:
-        if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8 \
-                or any(_spec_int(d) is None or d < 1 for d in shape):
-            raise error(f"{where}: input_shape must be a list of positive integers such as "
-                        f"[1, 28, 28], got {shape!r}")
-        n = 1
-        for d in shape:
-            n *= int(d)
-        if n > MAX_ELEMENTS:
-            raise error(f"{where}: input_shape {list(shape)} is {n:,} elements per image, more "
-                        f"than numcnn's limit of {MAX_ELEMENTS:,}")
-    total = 0
-    for i, spec in enumerate(config["layers"]):
-        if not isinstance(spec, dict):
-            continue                       # from_config/layer_from_config say what is wrong
-        for key, v in spec.items():
-            if _non_finite(v):
-                raise error(f"{where}: layer {i} ({spec.get('type')!r}): argument {key!r} is "
-                            f"{v!r}; every number in an architecture must be finite")
-        if "dtype" in spec:
-            try:
-                dt = np.dtype(spec["dtype"])
-            except Exception:  # noqa: BLE001 - the constructor reports unknown dtypes
-                dt = None
-            if dt is not None and dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-                raise error(f"{where}: layer {i} ({spec.get('type')!r}): dtype must be float32 "
-                            f"or float64, got {spec['dtype']!r}")
-        n = _spec_elements(spec)
-        total += n
-        if n > MAX_ELEMENTS or total > MAX_ELEMENTS:
-            raise error(f"{where}: layer {i} ({spec.get('type')!r}) needs {n:,} parameter "
-                        f"elements ({total:,} so far); numcnn refuses models of more than "
-                        f"{MAX_ELEMENTS:,} elements ({MAX_ELEMENTS * 4 // 2 ** 30} GiB of "
-                        "float32) - the description is corrupt or far too large")
-
-
-def check_model_size(model, where, error=ModelFileError):
-    """Refuse a built model whose per-image activations would exceed :data:`MAX_ELEMENTS` for
-    some layer (e.g. ``padding=10**9``): checked from the shapes alone, before any forward pass."""
-    if not model.input_shape:
-        return
-    shape = tuple(model.input_shape)
-    for i, (layer, out) in enumerate(model.shapes()):
-        sizes = [int(np.prod(out, dtype=object))]
-        pad = getattr(layer, "padding", None)
-        if pad is not None and len(shape) == 3:
-            c, h, w = shape
-            sizes.append(c * (h + 2 * pad[0]) * (w + 2 * pad[1]))
-            k = getattr(layer, "kernel_size", None)
-            if k is not None and len(out) == 3 and hasattr(layer, "in_channels"):
-                sizes.append(c * k[0] * k[1] * out[1] * out[2])      # im2col columns
-        if max(sizes) > MAX_ELEMENTS:
-            raise error(f"{where}: layer {i} {layer!r} would need {max(sizes):,} elements per "
-                        f"image for input shape {shape}; numcnn refuses more than "
-                        f"{MAX_ELEMENTS:,} - the description is corrupt or far too large")
-        shape = tuple(out)
-
-
 def model_from_parts(tensors, meta, where):
     """Rebuild a Sequential from decoded tensors and metadata; refuses anything inconsistent."""
-    from .model import Sequential
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{where}: not a numcnn model file (format {meta.get('format')!r}, "
                              f"expected {FORMAT!r})")
@@ -407,13 +219,13 @@ def _restore_rng_states(model, states, where):
 
 def load_model(path):
     """Load a model written by :func:`save_model` (or a checkpoint: its model part)."""
-    where = _as_path(path, "read model file")
+    where = as_path(path, "read model file")
     return model_from_parts(*decode_safetensors(read_file(where), where=where), where)
 
 
 def load_checkpoint(path):
     """``(model, optimizer_arrays, info)`` from a checkpoint written by the trainer."""
-    where = _as_path(path, "read checkpoint")
+    where = as_path(path, "read checkpoint")
     tensors, meta = decode_safetensors(read_file(path, "checkpoint"), where=where)
     model = model_from_parts(tensors, meta, where)
     info = _json_meta(meta, "checkpoint", where)
@@ -422,3 +234,6 @@ def load_checkpoint(path):
                              "model file, which can be evaluated but not resumed")
     optim = {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")}
     return model, optim, info
+
+
+register_entry_point("save", save_model)        # model.save(path) -> save_model(model, path)

@@ -3,26 +3,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module, keep_freed_memory, to_numpy
+from .backend import current, get_array_module, keep_freed_memory, module, to_numpy
 from .errors import ConfigError, DTypeError, NumcnnError, ShapeError, StateError
 from .functional import softmax
-from .layers.base import (Layer, check_array, check_bool, check_dtype, check_finite,
-                          layer_from_config, layer_to_config)
+from .layers.activation import Softmax
+from .layers.base import Layer, layer_from_config, layer_to_config
+from .validate import check_array, check_bool, check_dtype, check_finite
 
-#: model methods implemented by higher floors (interop...), registered when those are imported
+#: ``model.fit``, ``model.evaluate``, ``model.save``... belong to floors above the model (the
+#: trainer, the file format, ONNX).  Those floors register their function here when imported
+#: (``import numcnn`` imports them all), so the model calls up without importing up: no cycle.
 _ENTRY_POINTS: dict = {}
 
 
 def register_entry_point(name, fn):
-    """Make ``Sequential.<name>(...)`` call ``fn(model, ...)`` (a floor above the model)."""
+    """Make ``Sequential.<name>(...)`` call ``fn(model, ...)`` (used by numcnn's upper floors)."""
     _ENTRY_POINTS[name] = fn
 
 
 def _entry_point(name):
     fn = _ENTRY_POINTS.get(name)
     if fn is None:
-        raise StateError(f"Sequential.{name} is not available: import numcnn (the package), "
-                         f"which registers it")
+        raise StateError(f"model.{name} is provided by a part of numcnn that is not loaded; "
+                         "import numcnn (the package) rather than numcnn.model alone")
     return fn
 
 
@@ -118,7 +121,6 @@ class Sequential:
         if self.input_shape is not None:
             self.shapes()                    # validates that the layers fit together
         self.check_classes(self.classes, "Sequential: got")
-        from .backend import current
         if device is not None:
             self.to(device)
         elif current() is not np:            # numcnn.use("cupy") puts new models on the GPU
@@ -220,7 +222,6 @@ class Sequential:
         if device in ("cpu", "numpy"):
             xp = np
         elif device in ("gpu", "cuda", "cupy"):
-            from .backend import module
             xp = module("cupy")              # the default backend stays what numcnn.use() chose
         else:
             raise ConfigError(f"unknown device {device!r}; use 'cpu' or 'gpu'")
@@ -288,7 +289,6 @@ class Sequential:
         if len(x) == 0:
             raise ShapeError("predict: got an empty batch")
         outs = []
-        from .layers.activation import Softmax
         ends_in_softmax = isinstance(self.layers[-1], Softmax)
         for start in range(0, len(x), batch_size):
             xb = self.prepare_input(x[start:start + batch_size])
@@ -377,20 +377,18 @@ class Sequential:
         inner = ",\n".join(f"  {l!r}" for l in self.layers)
         return f"Sequential([\n{inner}\n])"
 
+    # -- entry points wired by the floors above (see register_entry_point) ---------------------
     def fit(self, train, val=None, resume=None, **kw):
         """Train on ``train = (x, y)`` (or a DataLoader); see :class:`numcnn.training.Trainer`."""
-        from .training import fit
-        return fit(self, train, val, resume=resume, **kw)
+        return _entry_point("fit")(self, train, val, resume=resume, **kw)
 
     def evaluate(self, x, y, batch_size=256, k=5):
         """Accuracy, top-k, per-class metrics and confusion matrix (see :mod:`numcnn.metrics`)."""
-        from .training import evaluate
-        return evaluate(self, x, y, batch_size=batch_size, k=k)
+        return _entry_point("evaluate")(self, x, y, batch_size=batch_size, k=k)
 
     def save(self, path, **kw):
         """Write this model to a ``.safetensors`` file (see :mod:`numcnn.io`)."""
-        from .io import save_model
-        save_model(self, path, **kw)
+        _entry_point("save")(self, path, **kw)
 
     def to_onnx(self, path, **kw):
         """Write an ONNX graph computing this model's eval-mode forward (numcnn.interop)."""

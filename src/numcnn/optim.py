@@ -13,8 +13,8 @@ import numbers
 
 from .backend import get_array_module
 from .errors import ConfigError, StateError
-from .layers.base import Layer, Parameter, check_bool
-from .model import Sequential
+from .layers.base import Layer, Parameter
+from .validate import check_bool
 
 
 def _is_real(value):
@@ -51,7 +51,7 @@ def _pair(values):
 def _parameter_list(owner, params):
     """``params`` as a list of Parameters; a model or a list of arrays gets a message saying
     what to pass instead (else the first step fails with an AttributeError)."""
-    if isinstance(params, (Sequential, Layer)):
+    if isinstance(params, Layer) or callable(getattr(params, "parameters", None)):   # a model
         raise ConfigError(f"{owner}: got a {type(params).__name__}, not its parameters; pass "
                           "model.parameters()")
     if isinstance(params, Parameter):

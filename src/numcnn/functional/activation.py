@@ -6,6 +6,7 @@ chain rule: dL/dx = dL/dy * dy/dx (element-wise).
 from __future__ import annotations
 
 from ..backend import get_array_module
+from .special import erf
 
 
 def relu(x):
@@ -82,3 +83,62 @@ def log_softmax_backward(grad_out, out, axis=-1):
     """dL/dz = dL/dy - softmax(z) * sum dL/dy, with softmax(z) = exp(log_softmax(z))."""
     xp = get_array_module(out)
     return grad_out - xp.exp(out) * grad_out.sum(axis=axis, keepdims=True)
+
+
+def elu(x, alpha=1.0):
+    """ELU(x) = x if x > 0 else alpha (e^x - 1) (``expm1``: exact near 0)."""
+    xp = get_array_module(x)
+    return xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, x.dtype.type(0))))
+
+
+def elu_backward(grad_out, x, alpha=1.0):
+    """dy/dx = 1 where x > 0, else alpha e^x."""
+    xp = get_array_module(x)
+    neg = x.dtype.type(alpha) * xp.exp(xp.minimum(x, x.dtype.type(0)))
+    return xp.where(x > 0, grad_out, grad_out * neg)
+
+
+def silu(x):
+    """SiLU(x) = x sigma(x) (also called swish)."""
+    return x * sigmoid(x)
+
+
+def silu_backward(grad_out, x):
+    """d(x sigma)/dx = sigma + x sigma (1 - sigma) = sigma (1 + x (1 - sigma))."""
+    s = sigmoid(x)
+    one = x.dtype.type(1)
+    return grad_out * s * (one + x * (one - s))
+
+
+_SQRT_HALF = 0.7071067811865476              # 1/sqrt(2)
+_INV_SQRT_2PI = 0.3989422804014327           # 1/sqrt(2 pi)
+_SQRT_2_OVER_PI = 0.7978845608028654         # sqrt(2/pi)
+_GELU_CUBIC = 0.044715
+
+
+def gelu(x, approximate="none"):
+    """GELU(x) = x Phi(x), Phi the standard normal CDF: ``x/2 (1 + erf(x/sqrt(2)))`` exactly
+    (erf from :mod:`.special`), or with ``approximate="tanh"`` PyTorch's
+    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
+    xp = get_array_module(x)
+    half, one = x.dtype.type(0.5), x.dtype.type(1)
+    if approximate == "tanh":
+        inner = x.dtype.type(_SQRT_2_OVER_PI) * (x + x.dtype.type(_GELU_CUBIC) * x * x * x)
+        return half * x * (one + xp.tanh(inner))
+    return x * half * (one + erf(x * x.dtype.type(_SQRT_HALF)))
+
+
+def gelu_backward(grad_out, x, approximate="none"):
+    """Exact: d(x Phi)/dx = Phi(x) + x phi(x), phi(x) = e^{-x^2/2} / sqrt(2 pi).
+    tanh form, with u = sqrt(2/pi)(x + 0.044715 x^3) and t = tanh(u):
+    d/dx = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    xp = get_array_module(x)
+    dt = x.dtype.type
+    half, one = dt(0.5), dt(1)
+    if approximate == "tanh":
+        t = xp.tanh(dt(_SQRT_2_OVER_PI) * (x + dt(_GELU_CUBIC) * x * x * x))
+        du = dt(_SQRT_2_OVER_PI) * (one + dt(3 * _GELU_CUBIC) * x * x)
+        return grad_out * (half * (one + t) + half * x * (one - t * t) * du)
+    cdf = half * (one + erf(x * dt(_SQRT_HALF)))
+    pdf = dt(_INV_SQRT_2PI) * xp.exp(dt(-0.5) * x * x)
+    return grad_out * (cdf + x * pdf)

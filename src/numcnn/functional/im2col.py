@@ -21,25 +21,27 @@ deck's ``dL/dI_i = sum_j dL/dO_j * dO_j/dI_i``.
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ._util import pads4
 
 
 def pad2d(x, padding, value=0.0):
-    """Zero-pad (or ``value``-pad) the last two axes of an ``(N, C, H, W)`` array by ``(ph, pw)``."""
-    ph, pw = padding
-    if ph == 0 and pw == 0:
+    """Zero-pad (or ``value``-pad) the last two axes of a 4-D array by ``(ph, pw)`` on both sides,
+    or by ``((top, bottom), (left, right))``."""
+    (t, b), (l, r) = pads4(padding)
+    if t == b == l == r == 0:
         return x
     xp = get_array_module(x)
     n, c, h, w = x.shape
-    out = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
-    out[:, :, ph:ph + h, pw:pw + w] = x
+    out = xp.full((n, c, h + t + b, w + l + r), value, dtype=x.dtype)
+    out[:, :, t:t + h, l:l + w] = x
     return out
 
 
 def unpad2d(x, padding):
-    """Inverse of :func:`pad2d`: crop ``(ph, pw)`` from each side (works when a pad is 0)."""
-    ph, pw = padding
+    """Inverse of :func:`pad2d`: crop the padding off each side (works when a pad is 0)."""
+    (t, b), (l, r) = pads4(padding)
     h, w = x.shape[-2:]
-    return x[..., ph:h - ph, pw:w - pw]
+    return x[..., t:h - b, l:w - r]
 
 
 def window_slice(offset, stride, dilation, out_size):

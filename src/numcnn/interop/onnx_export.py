@@ -25,8 +25,10 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..errors import ConfigError
+from ..files import as_path, atomic_write
 from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
                       LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
+from ..validate import check_bool
 from ._onnx import BATCH, INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME, numcnn_version, require_onnx
 
 #: layer class -> converter(g, layer, x, prefix) -> the name of the layer's output
@@ -180,7 +182,6 @@ def _input_scaling(g, model, x, shape):
 def build_onnx_model(model, normalize=False, input_shape=None):
     """The ``onnx.ModelProto`` of ``model`` (checked with the full checker); see the module doc."""
     onnx = require_onnx()
-    from ..layers.base import check_bool
     normalize = check_bool(normalize, "normalize", "to_onnx")
     shape = input_shape if input_shape is not None else model.input_shape
     if not shape:
@@ -234,8 +235,7 @@ def to_onnx(model, path, normalize=False, input_shape=None):
             the model's ``normalization``), so the graph takes raw 0..255 images as float32.
         input_shape: one sample's shape, when the model was built without ``input_shape``.
     """
-    from ..io import _as_path, atomic_write
-    path = _as_path(path, "to_onnx")
+    path = as_path(path, "to_onnx")
     proto = build_onnx_model(model, normalize=normalize, input_shape=input_shape)
     atomic_write(path, proto.SerializeToString())
     return path

@@ -28,8 +28,10 @@ import numpy as np
 
 from ..layers import (REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,
                       Flatten, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
+from ..architecture import MAX_ELEMENTS
 from ..errors import ModelFileError, NumcnnError
-from ..io import MAX_ELEMENTS, _as_path
+from ..files import as_path
+from ..validate import check_bool
 from ._onnx import require_onnx
 
 #: the largest file accepted: numcnn's largest model (MAX_ELEMENTS float32) plus room for the graph
@@ -1080,10 +1082,9 @@ def from_onnx(path, fuse_bn=False, input_shape=None):
     :class:`numcnn.errors.ModelFileError` for damaged or hostile files.  The ``classes`` and
     ``normalization`` in numcnn's ``metadata_props`` are restored.
     """
-    from ..layers.base import check_bool
     from ..model import Sequential
     fuse_bn = check_bool(fuse_bn, "fuse_bn", "from_onnx")
-    path = _as_path(path, "from_onnx")
+    path = as_path(path, "from_onnx")
     proto = _load_proto(path)
     imp = _Importer(proto, path, fuse_bn, input_shape)
     result = imp.run()

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..errors import DTypeError, ModelFileError
+from ..files import as_path, read_file
 
 COUNTER = "num_batches_tracked"
 #: file suffixes PyTorch's pickle-based ``torch.save`` writes; numcnn never unpickles
@@ -327,8 +328,8 @@ def load_torch_weights(model, path, strict=True, name_map=None):
     Read with numcnn's own safetensors reader (sizes checked before anything is allocated);
     ``.pth``/``.pt`` pickles are refused with the one line that converts them.
     """
-    from ..io import _as_path, decode_safetensors, read_file
-    path = _as_path(path, "load_torch_weights")
+    from ..io import decode_safetensors
+    path = as_path(path, "load_torch_weights")
     _refuse_pickle(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"weights file {path!r} does not exist")

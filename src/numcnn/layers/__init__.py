@@ -1,12 +1,15 @@
 """Stateful layers: each owns its parameters, validates its input and caches for backward."""
-from .activation import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activation import ELU, GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .base import REGISTRY, Layer, Parameter, layer_from_config, layer_to_config
 from .conv import Conv2D
+from .conv_transpose import ConvTranspose2D
 from .dropout import Dropout
 from .linear import Dense, Flatten
 from .norm import BatchNorm1D, BatchNorm2D
-from .pool import AvgPool2D, MaxPool2D
+from .pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
+from .upsample import Upsample
 
-__all__ = ["Layer", "Parameter", "Conv2D", "MaxPool2D", "AvgPool2D", "ReLU", "LeakyReLU",
-           "Sigmoid", "Tanh", "Softmax", "Flatten", "Dense", "Dropout", "BatchNorm1D",
+__all__ = ["Layer", "Parameter", "Conv2D", "ConvTranspose2D", "MaxPool2D", "AvgPool2D",
+           "GlobalAvgPool2D", "GlobalMaxPool2D", "Upsample", "ReLU", "LeakyReLU", "ELU", "GELU",
+           "SiLU", "Sigmoid", "Tanh", "Softmax", "Flatten", "Dense", "Dropout", "BatchNorm1D",
            "BatchNorm2D", "layer_from_config", "layer_to_config", "REGISTRY"]

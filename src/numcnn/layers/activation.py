@@ -1,9 +1,10 @@
-"""Activation layers: ReLU (the deck's), LeakyReLU, Sigmoid, Tanh and Softmax."""
+"""Activation layers: ReLU (the deck's), LeakyReLU, ELU, GELU, SiLU, Sigmoid, Tanh and Softmax."""
 from __future__ import annotations
 
 import math
 
 from .. import functional as F
+from ..errors import ConfigError
 from .base import Layer, check_finite_number
 
 
@@ -78,3 +79,57 @@ class Softmax(_Elementwise):
 
     def backward(self, grad_out):
         return F.softmax_backward(grad_out, self._need_cache(), axis=1)
+
+
+class ELU(_Elementwise):
+    """ELU(x) = x if x > 0 else alpha (e^x - 1) (PyTorch's ``nn.ELU``, alpha = 1 by default)."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = check_finite_number(alpha, "alpha", "ELU")
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
+        self._cache = x
+        return F.elu(x, self.alpha)
+
+    def backward(self, grad_out):
+        return F.elu_backward(grad_out, self._need_cache(), self.alpha)
+
+
+class SiLU(_Elementwise):
+    """SiLU(x) = x sigma(x), also called swish (EfficientNet, MobileNetV3)."""
+
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
+        self._cache = x
+        return F.silu(x)
+
+    def backward(self, grad_out):
+        return F.silu_backward(grad_out, self._need_cache())
+
+
+class GELU(_Elementwise):
+    """GELU(x) = x Phi(x) with Phi the standard normal CDF, exactly (through erf) or, with
+    ``approximate="tanh"``, by PyTorch's tanh formula."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ConfigError(f"GELU: approximate must be 'none' (exact, through erf) or 'tanh', "
+                              f"got {approximate!r}")
+        self.approximate = approximate
+
+    def config(self):
+        return {"approximate": self.approximate}
+
+    def forward(self, x, training=True, layout="NCHW"):
+        self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
+        self._cache = x
+        return F.gelu(x, self.approximate)
+
+    def backward(self, grad_out):
+        return F.gelu_backward(grad_out, self._need_cache(), self.approximate)

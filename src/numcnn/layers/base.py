@@ -18,8 +18,10 @@ import math
 import numpy as np
 
 from ..backend import current, device_name, get_array_module, to_module
-from ..errors import (ConfigError, DeviceError, DTypeError, NonFiniteError, NumcnnError,
-                      ShapeError, StateError)
+from ..errors import ConfigError, DeviceError, DTypeError, NumcnnError, ShapeError, StateError
+# the argument checks live in numcnn.validate; layers import them from here as they always have
+from ..validate import (check_array, check_bool, check_dtype, check_finite,  # noqa: F401
+                        check_finite_number, check_positive_int)
 
 REGISTRY: dict[str, type] = {}
 
@@ -239,69 +241,6 @@ def _check_grad_shape(backward):
                              f"{dtype} (grad.astype(numpy.{dtype}))")
         return backward(self, grad_out)
     return wrapper
-
-
-def check_finite(x, where: str, shape=None):
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one cheap reduction first).
-
-    ``shape`` is the shape to report (the user's (N, C, H, W) view); ``x.shape`` by default.
-    """
-    if shape is None:
-        shape = tuple(x.shape)
-    xp = get_array_module(x)
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = x.sum()           # overflow of huge finite values is rechecked exactly below
-    if not bool(xp.isfinite(total)):
-        bad = ~xp.isfinite(x)
-        if bool(bad.any()):
-            count = int(bad.sum())
-            raise NonFiniteError(f"{where}: input of shape {shape} has {count} NaN/inf "
-                                 f"value(s) of {x.size}; "
-                                 "clean the data, or lower the learning rate if this appears "
-                                 "during training")
-
-
-def check_dtype(dtype, layer):
-    """Parameters are float32 or float64; anything else is refused."""
-    try:                   # (None would quietly mean float64 to NumPy; so would dt == None)
-        dt = None if dtype is None else np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or not (dt == np.float32 or dt == np.float64):
-        raise ConfigError(f"{layer}: dtype must be float32 or float64, got {dtype!r}")
-    return dt
-
-
-def check_array(x, where, what="(N, C, H, W)"):
-    """``x`` must be a NumPy or CuPy array: not a list (ShapeError), nor another library's
-    tensor (DTypeError: a torch tensor's dtype is not NumPy's), with the conversion to use."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise ShapeError(f"{where}: expected an array of shape {what}, got "
-                         f"{type(x).__name__}; convert it with numpy.asarray first")
-    if not isinstance(x.dtype, np.dtype):
-        raise DTypeError(f"{where}: expected a NumPy (or CuPy) array, got "
-                         f"{type(x).__module__}.{type(x).__name__}; convert it first (for a "
-                         "torch tensor: x.numpy())")
-
-
-def check_bool(value, name, layer):
-    """True or False (a string such as 'no' would silently count as True)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{layer}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_finite_number(value, name, layer):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)):
-        raise ConfigError(f"{layer}: {name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def check_positive_int(value, name, layer, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{layer}: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def layer_from_config(spec: dict) -> Layer:

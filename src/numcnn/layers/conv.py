@@ -1,9 +1,11 @@
-"""Conv2D: the deck's convolution layer, n kernels spanning all input channels -> depth n."""
+"""Conv2D: the deck's convolution layer, n kernels spanning all input channels -> depth n
+(or, with groups, each kernel spanning its group's channels)."""
 from __future__ import annotations
 
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
 from ..init import as_generator, init_bias, init_weight
+from ._padding import parse_padding, show_padding
 from .base import Layer, Parameter, check_bool, check_dtype, check_positive_int
 
 
@@ -13,38 +15,56 @@ class Conv2D(Layer):
     Args:
         in_channels: C, the depth of the input.
         out_channels: the number of kernels, which is the depth of the output.
-        kernel_size, stride, padding, dilation: ints or (h, w) pairs; zero padding.
+        kernel_size, stride, dilation: ints or (h, w) pairs.
+        padding: zero padding: an int, an (h, w) pair, ``((top, bottom), (left, right))``,
+            ``"valid"`` (none) or ``"same"`` (stride 1 only; output size = input size, an odd
+            total split with the extra row/column at the bottom/right, as PyTorch does).
+        groups: split the channels into this many groups, each convolved with its own
+            out_channels/groups kernels (PyTorch's); ``groups == in_channels`` is a depthwise
+            convolution.  Both channel counts must be multiples of it.
         bias: add a learned bias per kernel.
         init: weight initialisation scheme (see :mod:`numcnn.init`), He/Kaiming by default.
         rng: seed or ``numpy.random.Generator`` for the initial weights.
         dtype: parameter dtype (float32 unless asked otherwise).
 
     Shape: (N, in_channels, H, W) -> (N, out_channels, H', W'),
-    H' = 1 + (H + 2*padding - dilation*(kernel_size - 1) - 1) // stride.
-    Parameters: ``weight`` (out_channels, in_channels, kh, kw) and ``bias`` (out_channels,).
+    H' = 1 + (H + top + bottom - dilation*(kernel_size - 1) - 1) // stride.
+    Parameters: ``weight`` (out_channels, in_channels/groups, kh, kw) and ``bias``
+    (out_channels,).
     """
 
     param_names = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, init="kaiming_uniform", rng=None, dtype="float32"):
+                 groups=1, bias=True, init="kaiming_uniform", rng=None, dtype="float32"):
         name = f"Conv2D({in_channels}, {out_channels}, kernel_size={kernel_size})"
         check_dtype(dtype, name)
         self.in_channels = check_positive_int(in_channels, "in_channels", name)
         self.out_channels = check_positive_int(out_channels, "out_channels", name)
         self.kernel_size = F.pair(kernel_size, "kernel_size")
         self.stride = F.pair(stride, "stride")
-        self.padding = F.pair(padding, "padding")
         self.dilation = F.pair(dilation, "dilation")
         for label, v, lo in (("kernel_size", self.kernel_size, 1), ("stride", self.stride, 1),
-                             ("padding", self.padding, 0), ("dilation", self.dilation, 1)):
+                             ("dilation", self.dilation, 1)):
             if min(v) < lo:
                 raise ConfigError(f"{name}: {label} must be >= {lo}, got {v}")
+        self._padding_arg, self.padding, self.pads = parse_padding(
+            padding, name, self.kernel_size, self.dilation)
+        if padding == "same" and self.stride != (1, 1):
+            raise ConfigError(f"{name}: padding='same' needs stride 1 (got stride {self.stride}), "
+                              "as in PyTorch; for a strided layer give the padding as numbers, "
+                              "e.g. padding=k//2")
+        self.groups = check_positive_int(groups, "groups", name)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ConfigError(f"{name}: groups={self.groups} must divide both in_channels "
+                              f"({self.in_channels}) and out_channels ({self.out_channels}); "
+                              "choose channel counts that are multiples of groups (groups="
+                              "in_channels is a depthwise convolution)")
         self.init = init
         rng = as_generator(rng)
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(init_weight(shape, init, rng, dtype), "weight")
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        fan_in = shape[1] * self.kernel_size[0] * self.kernel_size[1]
         bias = check_bool(bias, "bias", "Conv2D")
         self.bias = Parameter(init_bias(self.out_channels, fan_in, init, rng, dtype), "bias") if bias else None
         self._cache = None
@@ -53,40 +73,45 @@ class Conv2D(Layer):
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "dilation": list(self.dilation),
-                "bias": self.bias is not None}
+                "padding": self._padding_arg, "dilation": list(self.dilation),
+                "groups": self.groups, "bias": self.bias is not None}
 
     def __repr__(self):
         s = f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={_short(self.kernel_size)}"
-        for k in ("stride", "padding", "dilation"):
-            v, default = getattr(self, k), (0, 0) if k == "padding" else (1, 1)
-            if v != default:
-                s += f", {k}={_short(v)}"
+        if self.stride != (1, 1):
+            s += f", stride={_short(self.stride)}"
+        if self.pads != ((0, 0), (0, 0)) or isinstance(self._padding_arg, str):
+            s += f", padding={show_padding(self._padding_arg)}"
+        if self.dilation != (1, 1):
+            s += f", dilation={_short(self.dilation)}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         return s + ("" if self.bias is not None else ", bias=False") + ")"
 
     def output_shape(self, input_shape):
         c, h, w = input_shape
-        return (self.out_channels,
-                F.conv_output_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]),
-                F.conv_output_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1]))
+        return (self.out_channels,) + tuple(
+            F.pool_output_size(size, self.kernel_size[a], self.stride[a], *self.pads[a],
+                               self.dilation[a]) for a, size in enumerate((h, w)))
 
     def flops(self, input_shape):
         o, ho, wo = self.output_shape(input_shape)
-        k = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        k = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         return 2 * k * o * ho * wo + (o * ho * wo if self.bias is not None else 0)
 
     def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, 4, f"(N, {self.in_channels}, H, W)", self.in_channels, layout)
         h, w = x.shape[2:]
         eff = [self.dilation[i] * (self.kernel_size[i] - 1) + 1 for i in range(2)]
-        if h + 2 * self.padding[0] < eff[0] or w + 2 * self.padding[1] < eff[1]:
+        hp, wp = h + sum(self.pads[0]), w + sum(self.pads[1])
+        if hp < eff[0] or wp < eff[1]:
             raise ShapeError(f"{self!r}: the kernel ({eff[0]}x{eff[1]} with dilation) is larger than "
-                             f"the padded input ({h + 2 * self.padding[0]}x{w + 2 * self.padding[1]}, "
+                             f"the padded input ({hp}x{wp}, "
                              f"from input shape {tuple(x.shape)}); use a larger image, more "
                              "padding or a smaller kernel")
         out, self._cache = F.conv2d_forward(
             x, self.weight.value, None if self.bias is None else self.bias.value,
-            self.stride, self.padding, self.dilation, layout, training)
+            self.stride, self.pads, self.dilation, layout, training, self.groups)
         return out
 
     def backward(self, grad_out):

@@ -5,6 +5,7 @@ import math
 
 from .. import functional as F
 from ..init import as_generator, init_bias, init_weight
+from ..errors import ShapeError
 from .base import Layer, Parameter, check_bool, check_dtype, check_positive_int
 
 
@@ -59,24 +60,50 @@ class Dense(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W): the bridge from feature maps to fully connected layers."""
+    """(N, C, H, W) -> (N, C*H*W): the bridge from feature maps to fully connected layers.
 
-    def __init__(self):
+    ``start_dim`` (PyTorch's, default 1): the first axis to merge; every axis from it to the
+    last becomes one, e.g. ``start_dim=2`` gives (N, C, H*W).  The batch axis 0 stays.
+    """
+
+    def __init__(self, start_dim=1):
+        self.start_dim = check_positive_int(start_dim, "start_dim", "Flatten")
         self._cache = None
 
+    def config(self):
+        return {"start_dim": self.start_dim}
+
+    def __repr__(self):
+        return "Flatten()" if self.start_dim == 1 else f"Flatten(start_dim={self.start_dim})"
+
     def output_shape(self, input_shape):
-        return (math.prod(input_shape),)
+        keep = self.start_dim - 1
+        if keep >= len(input_shape):
+            raise ShapeError(f"{self!r}: start_dim {self.start_dim} is past the last axis of "
+                             f"input shape (N, {', '.join(map(str, input_shape))})")
+        return tuple(input_shape[:keep]) + (math.prod(input_shape[keep:]),)
 
     def forward(self, x, training=True, layout="NCHW"):
         self._check_input(x, (2, 3, 4), "(N, ...)", layout=layout)
+        if self.start_dim >= x.ndim:
+            raise ShapeError(f"{self!r}: start_dim {self.start_dim} is past the last axis of "
+                             f"a {x.ndim}-D input; use start_dim < {x.ndim}")
+        if self.start_dim == x.ndim - 1:        # nothing to merge: the input as it is
+            self._cache = ("same", x.shape)
+            return x
         if layout == "CNHW" and x.ndim == 4:      # back to each sample's (C, H, W) order
             self._cache = ("CNHW", x.shape)
-            return F.flatten(x.transpose(1, 0, 2, 3))
-        self._cache = ("NCHW", x.shape)
-        return F.flatten(x)
+            x = x.transpose(1, 0, 2, 3)
+        else:
+            self._cache = ("NCHW", x.shape)
+        if self.start_dim == 1:
+            return F.flatten(x)
+        return x.reshape(x.shape[:self.start_dim] + (-1,))
 
     def backward(self, grad_out):
         layout, shape = self._need_cache()
+        if layout == "same":
+            return grad_out
         if layout == "CNHW":
             c, n, h, w = shape
             return F.flatten_backward(grad_out, (n, c, h, w)).transpose(1, 0, 2, 3).copy()
