@@ -282,3 +282,75 @@ def test_optimizers_on_cupy_match_numpy(make):
         og.step()
     for pc, pg in zip(cpu, gpu):
         np.testing.assert_allclose(cupy.asnumpy(pg.value), pc.value, rtol=1e-5, atol=1e-6)
+
+
+# -- graph models: Residual, Concat, Identity, ChannelPadShortcut ---------------------------------
+def _graph_cases():
+    from numcnn.layers import (BatchNorm2D, ChannelPadShortcut, Concat, Conv2D, Dropout, Identity,
+                               MaxPool2D, ReLU, Residual)
+    return {
+        "residual identity": (lambda: Residual([Conv2D(8, 8, 3, padding=1, bias=False, rng=1),
+                                                BatchNorm2D(8), ReLU(),
+                                                Conv2D(8, 8, 3, padding=1, rng=2)]), (6, 8, 8, 8)),
+        "residual conv shortcut": (lambda: Residual(
+            [Conv2D(8, 16, 3, stride=2, padding=1, rng=1), BatchNorm2D(16)],
+            [Conv2D(8, 16, 1, stride=2, bias=False, rng=2), BatchNorm2D(16)]), (6, 8, 9, 9)),
+        "residual option A": (lambda: Residual(Conv2D(8, 16, 3, stride=2, padding=1, rng=1),
+                                               ChannelPadShortcut(8, 16)), (6, 8, 9, 9)),
+        "concat nested": (lambda: Concat([
+            Identity(), [Conv2D(8, 4, 1, rng=1), ReLU(), Conv2D(4, 4, 3, padding=1, rng=2)],
+            [MaxPool2D(3, stride=1, padding=1), Dropout(0.3, rng=3)],
+            Residual([Conv2D(8, 8, 3, padding=1, rng=4), ReLU()])]), (6, 8, 8, 8)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_graph_cases()))
+@pytest.mark.parametrize("layout", ["NCHW", "CNHW"])
+def test_each_graph_block_on_cupy_matches_numpy(case, layout):
+    make, shape = _graph_cases()[case]
+    cpu, gpu = make(), make().to(cupy)
+    assert all(isinstance(p.value, cupy.ndarray) for p in gpu.parameters())
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    xin = x.transpose(1, 0, 2, 3).copy() if layout == "CNHW" else x
+    yc = cpu.forward(xin, training=True, layout=layout)
+    yg = gpu.forward(cupy.asarray(xin), training=True, layout=layout)
+    assert isinstance(yg, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(yg), yc, rtol=1e-4, atol=1e-5, err_msg="forward")
+    g = rng.standard_normal(yc.shape).astype(np.float32)
+    dc, dg = cpu.backward(g), gpu.backward(cupy.asarray(g))
+    np.testing.assert_allclose(cupy.asnumpy(dg), dc, rtol=1e-4, atol=1e-5, err_msg="dL/dx")
+    for (name, pc), pg in zip(cpu.named_parameters().items(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.grad), pc.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+    for (name, bc), bg in zip(cpu.buffers().items(), gpu.buffers().values()):
+        assert isinstance(bg, cupy.ndarray)
+        np.testing.assert_allclose(cupy.asnumpy(bg), bc, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_resnet_digits_on_cupy_trains_like_numpy_and_round_trips(tmp_path):
+    cpu, gpu = numcnn.models.resnet_digits(rng=2), numcnn.models.resnet_digits(rng=2).to("gpu")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 8)
+    for m, xx, yy in ((cpu, x, y), (gpu, cupy.asarray(x), cupy.asarray(y))):
+        opt = numcnn.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        loss = numcnn.losses.CrossEntropy()
+        for _ in range(2):
+            loss.forward(m.forward(xx), yy)
+            m.backward(loss.backward())
+            opt.step()
+            opt.zero_grad()
+    for (k, pc), pg in zip(cpu.named_parameters().items(), gpu.parameters()):
+        np.testing.assert_allclose(cupy.asnumpy(pg.value), pc.value, rtol=1e-3, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(gpu.predict(x), cpu.predict(x), rtol=1e-4, atol=1e-6)
+    gpu.save(tmp_path / "r.safetensors")
+    numcnn.use("cupy")
+    try:
+        back = numcnn.load(tmp_path / "r.safetensors")
+        block = numcnn.layers.Residual([numcnn.layers.BatchNorm2D(2)])
+    finally:
+        numcnn.use("numpy")
+    assert all(isinstance(p.value, cupy.ndarray) for p in back.parameters())
+    assert all(isinstance(b, cupy.ndarray) for b in block.buffers().values())
+    np.testing.assert_array_equal(back.predict(x), gpu.predict(x))
+    assert all(type(p.value) is np.ndarray for p in back.to("cpu").parameters())

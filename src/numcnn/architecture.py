@@ -30,6 +30,7 @@ from . import models
 from .errors import ConfigError, ModelFileError, NumcnnError
 from .init import as_generator
 from .layers import layer_from_config
+from .layers.container import MAX_DEPTH, walk_shapes
 from .model import Sequential
 from .validate import spec_int, spec_pair
 
@@ -48,7 +49,7 @@ def _spec_elements(spec) -> int:
     """Parameter + buffer elements a layer description asks for (0 where its arguments are not
     even integers: the layer's constructor refuses those with its own message)."""
     kind = spec.get("type")
-    if kind == "Conv2D":
+    if kind in ("Conv2D", "ConvTranspose2D"):     # at most cout * (cin * kh * kw + 1)
         cin, cout = spec_int(spec.get("in_channels")), spec_int(spec.get("out_channels"))
         k = spec_pair(spec.get("kernel_size"))
         if cin is None or cout is None or k is None:
@@ -71,6 +72,28 @@ def _non_finite(v, depth=0):
     if isinstance(v, (list, tuple)) and depth < 4:
         return any(_non_finite(u, depth + 1) for u in v)
     return False
+
+
+def _all_specs(specs, where, error, prefix="", depth=1):
+    """``(name, spec)`` of every layer description, nested ones too (``"3.body.0"``): the
+    paths of Residual (body, shortcut) and Concat (branches), at most MAX_DEPTH deep."""
+    for i, spec in enumerate(specs):
+        name = f"{prefix}{i}"
+        yield name, spec
+        if not isinstance(spec, dict) or spec.get("type") not in ("Residual", "Concat"):
+            continue
+        paths = [("body", spec.get("body")), ("shortcut", spec.get("shortcut"))] \
+            if spec["type"] == "Residual" else list(enumerate(spec.get("branches") or []))
+        paths = [(f"branches.{k}" if spec["type"] == "Concat" else k, v) for k, v in paths]
+        for key, sub in paths:
+            if isinstance(sub, dict):
+                sub = [sub]
+            if not isinstance(sub, list):
+                continue                   # the container's constructor says what is wrong
+            if depth >= MAX_DEPTH:
+                raise error(f"{where}: layer {name} ({spec['type']!r}) nests containers more "
+                            f"than {MAX_DEPTH} deep; the description is corrupt")
+            yield from _all_specs(sub, where, error, f"{name}.{key}.", depth + 1)
 
 
 def check_architecture(config, where, error=ModelFileError):
@@ -96,7 +119,7 @@ def check_architecture(config, where, error=ModelFileError):
             raise error(f"{where}: input_shape {list(shape)} is {n:,} elements per image, more "
                         f"than numcnn's limit of {MAX_ELEMENTS:,}")
     total = 0
-    for i, spec in enumerate(config["layers"]):
+    for i, spec in _all_specs(config["layers"], where, error):
         if not isinstance(spec, dict):
             continue                       # from_config/layer_from_config say what is wrong
         for key, v in spec.items():
@@ -125,13 +148,12 @@ def check_model_size(model, where, error=ModelFileError):
     some layer (e.g. ``padding=10**9``): checked from the shapes alone, before any forward pass."""
     if not model.input_shape:
         return
-    shape = tuple(model.input_shape)
-    for i, (layer, out) in enumerate(model.shapes()):
+    for i, layer, shape, out, _ in walk_shapes(model.layers, model.input_shape):   # nested too
         sizes = [int(np.prod(out, dtype=object))]
-        pad = getattr(layer, "padding", None)
+        pad = getattr(layer, "pads", None)            # ((top, bottom), (left, right))
         if pad is not None and len(shape) == 3:
             c, h, w = shape
-            sizes.append(c * (h + 2 * pad[0]) * (w + 2 * pad[1]))
+            sizes.append(c * (h + sum(pad[0])) * (w + sum(pad[1])))
             k = getattr(layer, "kernel_size", None)
             if k is not None and len(out) == 3 and hasattr(layer, "in_channels"):
                 sizes.append(c * k[0] * k[1] * out[1] * out[2])      # im2col columns
@@ -139,7 +161,6 @@ def check_model_size(model, where, error=ModelFileError):
             raise error(f"{where}: layer {i} {layer!r} would need {max(sizes):,} elements per "
                         f"image for input shape {shape}; numcnn refuses more than "
                         f"{MAX_ELEMENTS:,} - the description is corrupt or far too large")
-        shape = tuple(out)
 
 
 def build_model(spec, shape, num_classes, seed):
@@ -182,7 +203,8 @@ def load_architecture(path, seed=0):
     rng = as_generator(seed)
     layers = []
     for i, ls in enumerate(spec["layers"]):
-        if isinstance(ls, dict) and ls.get("type") in ("Conv2D", "Dense"):
+        if isinstance(ls, dict) and ls.get("type") in ("Conv2D", "ConvTranspose2D", "Dense",
+                                                       "Residual", "Concat"):
             ls = {**ls, "rng": rng}
         try:
             if isinstance(ls, dict) and not isinstance(ls.get("type"), str):

@@ -256,8 +256,8 @@ def build_parser():
                        "history and plots under --out.")
     t.add_argument("--data", default=DEFAULTS["data"], help="dataset name (mnist-5k, digits, mnist, "
                    "fashion-mnist, cifar10) or path (IDX/CIFAR folder, image folder, .npz); default %(default)s")
-    t.add_argument("--model", default=DEFAULTS["model"], help="preset (lenet5, mnist-small, digits-cnn, "
-                   "cifar-vgg) or .json/.toml architecture; default %(default)s")
+    t.add_argument("--model", default=DEFAULTS["model"], help=f"preset ({', '.join(models.PRESETS)}) or "
+                   ".json/.toml architecture; default %(default)s")
     t.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     t.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["sgd", "adam", "adamw"])

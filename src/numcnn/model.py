@@ -8,6 +8,7 @@ from .errors import ConfigError, DTypeError, NumcnnError, ShapeError, StateError
 from .functional import softmax
 from .layers.activation import Softmax
 from .layers.base import Layer, layer_from_config, layer_to_config
+from .layers.container import check_distinct, seed_dropout
 from .validate import check_array, check_bool, check_dtype, check_finite
 
 #: ``model.fit``, ``model.evaluate``, ``model.save``... belong to floors above the model (the
@@ -110,9 +111,9 @@ class Sequential:
             raise ConfigError(f"Sequential: classes must be a list of names, got the string "
                               f"{classes!r}")
         self.classes = list(classes) if classes is not None else None
-        for i, layer in enumerate(layers):
-            if getattr(layer, "seeded", True) is False:      # Dropout() without a seed: its own
-                layer.rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(i,)))
+        check_distinct(layers, "Sequential")     # nested positions too (Residual, Concat)
+        for i, layer in enumerate(layers):       # Dropout() without a seed: its own, also nested
+            seed_dropout(layer, (i,))
         for layer in layers[1:]:
             layer.check_finite = False       # the model's input is checked once, at the front
         first = next((l for l in layers if hasattr(l, "needs_input_grad")), None)
@@ -365,6 +366,11 @@ class Sequential:
             total_p += n_p
             total_f += fl
             rows.append((str(i), repr(layer), "x".join(map(str, out_shape)), f"{n_p:,}", _human(fl)))
+            for name, inner, in_shape, inner_out, depth in getattr(layer, "walk", _no_walk)(prev, f"{i}."):
+                # the layers inside a block, indented (counted once, in the block's row)
+                rows.append((name, "  " * depth + repr(inner), "x".join(map(str, inner_out)),
+                             f"{sum(int(np.prod(p.shape)) for p in inner.parameters()):,}",
+                             _human(inner.flops(in_shape))))
             prev = out_shape
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         line = "  ".join("-" * w for w in widths)
@@ -401,6 +407,10 @@ class Sequential:
     def load_state_dict(self, mapping, strict=True, name_map=None):
         """Load PyTorch-named weights (see numcnn.interop.state_dict)."""
         return _entry_point("load_state_dict")(self, mapping, strict=strict, name_map=name_map)
+
+
+def _no_walk(shape, prefix):
+    return ()
 
 
 def _human(n):

@@ -252,12 +252,38 @@ def plot_filters(weight, path="filters.png", title=None, figsize=None, dpi=100):
     return _save(fig, path)
 
 
+def _conv_activations(layers, x, max_maps):
+    """``[(label, maps)]``: the output of every Conv2D, also inside blocks (Residual, Concat),
+    labelled by its name in the model (``layer 3.body.0: ...``), in the order they run."""
+    from ..layers import Conv2D
+    from ..layers.container import record_activations
+
+    blocks = []
+
+    def keep(name, layer, out, layout="NCHW"):
+        if isinstance(layer, Conv2D):
+            maps = to_numpy(out)[0]
+            shown = min(len(maps), max_maps)
+            label = f"layer {name}: {layer!r}  ->  {'x'.join(map(str, maps.shape))}"
+            if shown < len(maps):
+                label += f"  (first {shown} maps)"
+            blocks.append((label, maps[:shown]))
+
+    h = x
+    for i, layer in enumerate(layers):
+        with record_activations(layer, str(i), keep):       # the layers inside a block
+            h = layer.forward(h, training=False)
+        keep(str(i), layer, h)
+    return blocks
+
+
 def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=8, figsize=None,
                       dpi=100):
     """What each convolution layer of ``model`` outputs for one image.
 
     The image goes through ``model.layers`` one layer at a time (in evaluation mode); after each
-    :class:`numcnn.layers.Conv2D` its output, one feature map per filter, is drawn: bright where
+    :class:`numcnn.layers.Conv2D` (also those inside Residual and Concat blocks, titled with their
+    nested name such as ``3.body.0``) its output, one feature map per filter, is drawn: bright where
     the filter found its pattern.  The input comes first, then one block of tiles per conv layer
     (up to ``max_maps`` maps each, ``ncols`` per row), titled with the layer and its output shape.
     Each map is scaled on its own (viridis: yellow = its largest value).
@@ -274,8 +300,6 @@ def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=
     Returns:
         ``path`` as a string.
     """
-    from ..layers import Conv2D
-
     layers = getattr(model, "layers", None)
     if not layers:
         raise ConfigError(f"plot_feature_maps: expected a numcnn model with .layers, got "
@@ -297,16 +321,7 @@ def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=
     x = model.prepare_input(x) if hasattr(model, "prepare_input") else x
 
     blocks = [("input  " + "x".join(map(str, x.shape[1:])), _input_tile(to_numpy(x)[0]))]
-    h = x
-    for i, layer in enumerate(layers):
-        h = layer.forward(h, training=False)
-        if isinstance(layer, Conv2D):
-            maps = to_numpy(h)[0]
-            shown = min(len(maps), max_maps)
-            label = f"layer {i}: {layer!r}  ->  {'x'.join(map(str, maps.shape))}"
-            if shown < len(maps):
-                label += f"  (first {shown} maps)"
-            blocks.append((label, maps[:shown]))
+    blocks += _conv_activations(layers, x, max_maps)
     if len(blocks) == 1:
         raise ConfigError("plot_feature_maps: the model has no Conv2D layer, so there are no "
                           "feature maps to show")
