@@ -36,8 +36,10 @@ from numcnn import cli, models
 from numcnn.errors import ConfigError, ModelFileError, NumcnnError
 from numcnn.interop import onnx_export, onnx_import
 from numcnn.interop.onnx_import import OnnxImportError
-from numcnn.layers import (REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,
-                           Flatten, Layer, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh,
+from numcnn.layers import (ELU, GELU, REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D,
+                           ChannelPadShortcut, Concat, Conv2D, ConvTranspose2D, Dense, Dropout,
+                           Flatten, GlobalAvgPool2D, GlobalMaxPool2D, Identity, Layer, LeakyReLU,
+                           MaxPool2D, ReLU, Residual, Sigmoid, SiLU, Softmax, Tanh, Upsample,
                            layer_to_config)
 
 torch.manual_seed(0)
@@ -59,10 +61,18 @@ def assert_close_rel(got, ref, what=""):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale, err_msg=what)
 
 
+def walk(layers):
+    """Every layer, containers' inner layers too."""
+    for layer in layers:
+        yield layer
+        if hasattr(layer, "children"):
+            yield from walk(child for _, child in layer.children())
+
+
 def randomise_batch_norm(model, seed=0):
     """Batch norm with statistics and affine parameters far from the identity."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
+    for layer in walk(model.layers):
         if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
             n = layer.num_features
             layer.running_mean = rng.normal(0, 0.5, n).astype(np.float32)
@@ -73,56 +83,101 @@ def randomise_batch_norm(model, seed=0):
 
 
 def random_model(seed):
-    """A random Sequential using strides, padding, dilation, every pool, activation and norm."""
+    """A random Sequential: every layer type, strides, (asymmetric) padding, dilation, groups,
+    ceil mode, batch norm with statistics, residual blocks and concatenated branches."""
     rng = np.random.default_rng(seed)
-    c, h, w = int(rng.integers(1, 4)), int(rng.integers(12, 20)), int(rng.integers(12, 20))
+    c, h, w = int(rng.integers(2, 5)), int(rng.integers(12, 20)), int(rng.integers(12, 20))
     shape, layers = (c, h, w), []
 
-    def add(layer):
+    def add(layer, into=None):
         nonlocal shape
-        new = layer.output_shape(shape)
+        try:
+            new = layer.output_shape(shape)
+        except NumcnnError:
+            return False
         if min(new) < 2:
             return False
-        layers.append(layer)
+        (layers if into is None else into).append(layer)
         shape = new
         return True
 
+    def r(lo, hi):
+        return int(rng.integers(lo, hi))
+
     # float attributes are float32 in ONNX: decimals that read back as themselves
     activations = [lambda: ReLU(), lambda: LeakyReLU(round(float(rng.uniform(0.01, 0.3)), 3)),
-                   lambda: Sigmoid(), lambda: Tanh()]
-    for _ in range(int(rng.integers(1, 4))):
-        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
-        conv = Conv2D(shape[0], int(rng.integers(2, 7)), k if rng.random() < 0.5 else k[0],
-                      stride=int(rng.integers(1, 3)), padding=(int(rng.integers(0, 3)), int(rng.integers(0, 2))),
-                      dilation=int(rng.integers(1, 3)), bias=bool(rng.random() < 0.7), rng=seed)
-        if not add(conv):
-            continue
+                   lambda: Sigmoid(), lambda: Tanh(), lambda: ELU(round(float(rng.uniform(0.5, 1.5)), 2)),
+                   lambda: SiLU(), lambda: GELU(str(rng.choice(["none", "tanh"]))), lambda: Identity()]
+    act = lambda: activations[r(0, len(activations))]()
+    for _ in range(r(1, 4)):
+        kind = r(0, 4)
+        cin = shape[0]
+        if kind == 0:                     # a plain or grouped convolution
+            groups = int(rng.choice([g for g in (1, 2) if cin % g == 0]))
+            k = (r(1, 4), r(1, 4))
+            pad = rng.choice(["int", "pair", "asym", "same"])
+            padding = {"int": r(0, 3), "pair": (r(0, 3), r(0, 2)),
+                       "asym": ((r(0, 2), r(0, 3)), (r(0, 3), r(0, 2))), "same": "same"}[pad]
+            stride = 1 if pad == "same" else r(1, 3)
+            add(Conv2D(cin, groups * r(1, 4), k, stride=stride, padding=padding,
+                       dilation=r(1, 3), groups=groups, bias=bool(rng.random() < 0.7), rng=seed))
+        elif kind == 1:                   # a residual block (identity, conv or option-A shortcut)
+            cout = cin * r(1, 3)
+            stride = r(1, 3)
+            body = [Conv2D(cin, cout, 3, stride=stride, padding=1, bias=False, rng=seed),
+                    BatchNorm2D(cout), act()]
+            shortcut = None if cout == cin and stride == 1 else \
+                [ChannelPadShortcut(cin, cout, stride)] if rng.random() < 0.5 else \
+                [Conv2D(cin, cout, 1, stride=stride, bias=False, rng=seed), BatchNorm2D(cout)]
+            add(Residual(body, shortcut))
+        elif kind == 2:                   # concatenated branches (one may be the identity)
+            add(Concat([[Conv2D(cin, r(1, 4), 1, rng=seed)],
+                        [Conv2D(cin, r(1, 4), 3, padding=1, rng=seed), act()],
+                        [Identity()] if rng.random() < 0.5 else [MaxPool2D(3, stride=1, padding=1)]]))
+        else:                             # a transposed convolution, or nearest upsampling
+            if rng.random() < 0.5:
+                s_ = r(1, 3)
+                add(ConvTranspose2D(cin, r(2, 5), r(2, 4), stride=s_, padding=r(0, 2),
+                                    output_padding=r(0, s_), groups=1, rng=seed))
+            elif max(shape[1:]) < 14:
+                add(Upsample((r(1, 3), r(1, 3))))
         if rng.random() < 0.6:
             add(BatchNorm2D(shape[0], eps=float(rng.choice([1e-5, 1e-3])),
                             momentum=float(rng.choice([0.1, 0.3]))))
-        add(activations[int(rng.integers(0, 4))]())
+        add(act())
         if rng.random() < 0.7:
-            kind = MaxPool2D if rng.random() < 0.5 else AvgPool2D
-            kp = int(rng.integers(2, 4))
-            add(kind(kp, stride=int(rng.integers(1, kp + 1)), padding=int(rng.integers(0, kp // 2 + 1))))
-    layers.append(Flatten())
-    n = int(np.prod(shape))
-    hidden = int(rng.integers(4, 12))
+            kp = r(2, 4)
+            if rng.random() < 0.5:
+                add(MaxPool2D(kp, stride=r(1, kp + 1), padding=r(0, kp // 2 + 1), dilation=r(1, 3),
+                              ceil_mode=bool(rng.random() < 0.3)))
+            else:
+                add(AvgPool2D(kp, stride=r(1, kp + 1), padding=r(0, kp // 2 + 1),
+                              ceil_mode=bool(rng.random() < 0.3),
+                              count_include_pad=bool(rng.random() < 0.5)))
+    head = r(0, 3)
+    if head == 0:
+        layers.append(Flatten())
+    elif head == 1:
+        layers.append(GlobalAvgPool2D() if rng.random() < 0.5 else GlobalMaxPool2D())
+    else:
+        layers += [Flatten(start_dim=2), Flatten()]
+    n = int(np.prod(Sequential(list(layers), input_shape=(c, h, w)).shapes()[-1][1]))
+    hidden = r(4, 12)
     layers += [Dropout(round(float(rng.uniform(0.1, 0.6)), 2), rng=seed), Dense(n, hidden, rng=seed)]
     if rng.random() < 0.5:
         layers.append(BatchNorm1D(hidden))
-    layers += [activations[int(rng.integers(0, 4))](), Dense(hidden, 5, bias=bool(rng.random() < 0.8), rng=seed)]
+    layers += [act(), Dense(hidden, 5, bias=bool(rng.random() < 0.8), rng=seed)]
     if rng.random() < 0.4:
         layers.append(Softmax())
     return randomise_batch_norm(Sequential(layers, input_shape=(c, h, w)), seed).eval()
 
 
 Sequential = numcnn.Sequential
-RANDOM_SEEDS = range(14)
+RANDOM_SEEDS = range(20)
 
 
 def test_random_architectures_cover_every_layer_type():
-    seen = {type(l) for s in RANDOM_SEEDS for l in random_model(s).layers}
+    seen = {type(l) for s in RANDOM_SEEDS for l in walk(random_model(s).layers)}
     public = {cls for name, cls in REGISTRY.items() if not name.startswith("_") and cls is not Layer}
     assert public - seen == set()
     # and every layer numcnn has can be exported
@@ -237,8 +292,22 @@ def test_importing_numcnn_does_not_import_onnx():
 
 
 # -- round trip -----------------------------------------------------------------------------------------
+def structure(layers):
+    """Every layer's config, containers as their paths' lengths (their layers follow), padding
+    as the pads it means ("same" and [1, 1] can be the same thing)."""
+    out = []
+    for layer in walk(layers):
+        cfg = layer_to_config(layer)
+        if hasattr(layer, "_paths"):
+            cfg = {"type": cfg["type"], "paths": [(n, len(c)) for n, c in layer._paths()]}
+        if hasattr(layer, "pads") and "padding" in cfg:
+            cfg["padding"] = [list(p) for p in layer.pads]
+        out.append(cfg)
+    return out
+
+
 def _same_model(a, b):
-    assert [layer_to_config(l) for l in a.layers] == [layer_to_config(l) for l in b.layers]
+    assert structure(a.layers) == structure(b.layers)
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     for k in sa:
@@ -435,6 +504,17 @@ HAND_GRAPHS = {
         {"one": np.array([1], np.int64),
          "len2": np.array([2], np.int64), "zero": np.array([0], np.int64),
          "big": np.array([10], np.int64)}, (2, 3, 3)),
+    "grouped-asymmetric-same-lower": ([
+        helper.make_node("Conv", ["x", "wg"], ["g"], group=2, pads=[0, 1, 2, 1]),
+        helper.make_node("Conv", ["g", "w4"], ["y"], auto_pad="SAME_LOWER", strides=[2, 1])],
+        {"wg": R.standard_normal((4, 1, 3, 2)).astype(np.float32),
+         "w4": R.standard_normal((3, 4, 2, 3)).astype(np.float32)}, (2, 7, 6)),
+    "resize-default-modes+channel-pad+flatten-start-dim-2": ([
+        helper.make_node("Resize", ["x", "", "sc"], ["r"]),
+        helper.make_node("Pad", ["r", "p"], ["pd"]),
+        helper.make_node("Reshape", ["pd", "s"], ["y"])],
+        {"sc": np.array([1, 1, 2, 3], np.float32), "p": np.array([0, 0, 0, 0, 0, 3, 0, 0], np.int64),
+         "s": np.array([0, 0, -1], np.int64)}, (2, 3, 4)),
     "identity-dropout-constant": ([
         helper.make_node("Identity", ["x"], ["i"]),
         helper.make_node("Constant", [], ["r"], value=numpy_helper.from_array(np.array(0.25, np.float32))),
@@ -454,19 +534,29 @@ def test_hand_written_graphs_import_equal_to_onnxruntime(tmp_path, name):
 
 
 UNSUPPORTED = {
-    "asymmetric-pads": ([helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 0, 1, 1], name="c0")],
-                        {"w": W3}, ["Conv", "c0", "asymmetric pads [0, 0, 1, 1]"]),
+    "asymmetric-pads": ([helper.make_node("ConvTranspose", ["x", "w"], ["y"], pads=[0, 0, 1, 1],
+                                          name="c0")],
+                        {"w": W3.transpose(1, 0, 2, 3).copy()},
+                        ["ConvTranspose", "c0", "asymmetric pads [0, 0, 1, 1]"]),
     "unknown-attribute": ([helper.make_node("Relu", ["x"], ["y"], name="r0", flavour=3)], {},
                           ["Relu", "r0", "attribute 'flavour'"]),
-    "unknown-op+group": ([helper.make_node("Conv", ["x", "w"], ["c"], group=2, name="grouped"),
-                          helper.make_node("Mul", ["c", "c"], ["m"], name="times"),
-                          helper.make_node("Erf", ["m"], ["y"], name="erf")],
-                         {"w": R.standard_normal((4, 1, 3, 3)).astype(np.float32)},
-                         ["'Conv' (node 'grouped')", "group=2", "'Mul' (node 'times')",
-                          "operator 'Mul' is not supported", "'Erf' (node 'erf')"]),
+    "unknown-op+attribute": ([helper.make_node("ConvTranspose", ["x", "w"], ["c"], name="up",
+                                               auto_pad="SAME_UPPER"),
+                              helper.make_node("Mul", ["c", "c"], ["m"], name="times"),
+                              helper.make_node("Erf", ["m"], ["y"], name="erf")],
+                             {"w": R.standard_normal((2, 4, 3, 3)).astype(np.float32)},
+                             ["'ConvTranspose' (node 'up')", "auto_pad 'SAME_UPPER'",
+                              "'Mul' (node 'times')", "operator 'Mul' is not supported",
+                              "'Erf' (node 'erf')"]),
     "reshape-not-flatten": ([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
-                            {"s": np.array([0, 2, -1], np.int64)},
+                            {"s": np.array([0, -1, 2], np.int64)},
                             ["Reshape", "rs", "only flattens"]),
+    "pad-not-channels": ([helper.make_node("Pad", ["x", "p"], ["y"], name="pd")],
+                         {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
+                         ["Pad", "pd", "only zero channels appended"]),
+    "resize-linear": ([helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rz", mode="linear")],
+                      {"sc": np.array([1, 1, 2, 2], np.float32)},
+                      ["Resize", "rz", "mode 'linear'"]),
     "other-domain": ([helper.make_node("Relu", ["x"], ["y"], name="r", domain="com.example")], {},
                      ["domain 'com.example'"]),
     "softmax-over-channels-of-maps": ([helper.make_node("Softmax", ["x"], ["y"], axis=1, name="sm")],

@@ -26,8 +26,10 @@ import numpy as np
 from ..backend import to_numpy
 from ..errors import ConfigError
 from ..files import as_path, atomic_write
-from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
-                      LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
+from ..layers import (ELU, GELU, AvgPool2D, BatchNorm1D, BatchNorm2D, ChannelPadShortcut, Concat,
+                      Conv2D, ConvTranspose2D, Dense, Dropout, Flatten, GlobalAvgPool2D,
+                      GlobalMaxPool2D, Identity, LeakyReLU, MaxPool2D, ReLU, Residual, Sigmoid,
+                      SiLU, Softmax, Tanh, Upsample)
 from ..validate import check_bool
 from ._onnx import BATCH, INPUT_NAME, IR_VERSION, OPSET, OUTPUT_NAME, numcnn_version, require_onnx
 
@@ -84,9 +86,10 @@ class GraphBuilder:
         return fn(self, layer, x, prefix)
 
 
-def _pads(padding):
-    ph, pw = padding
-    return [ph, pw, ph, pw]          # ONNX: [top, left, bottom, right]; numcnn pads symmetrically
+def _pads(pads):
+    """numcnn's ((top, bottom), (left, right)) -> ONNX's [top, left, bottom, right]."""
+    (t, b), (l, r) = pads
+    return [t, l, b, r]
 
 
 @converter(Conv2D)
@@ -95,22 +98,50 @@ def convert_conv2d(g, layer, x, prefix):
     if layer.bias is not None:
         inputs.append(g.const(f"{prefix}.bias", layer.bias.value))
     return g.node("Conv", inputs, prefix, kernel_shape=list(layer.kernel_size),
-                  strides=list(layer.stride), pads=_pads(layer.padding),
-                  dilations=list(layer.dilation), group=int(getattr(layer, "groups", 1)))
+                  strides=list(layer.stride), pads=_pads(layer.pads),
+                  dilations=list(layer.dilation), group=layer.groups)
+
+
+@converter(ConvTranspose2D)
+def convert_conv_transpose2d(g, layer, x, prefix):
+    # weight (in, out/groups, kh, kw) is ONNX's layout too; pads crop the output as in PyTorch
+    inputs = [x, g.const(f"{prefix}.weight", layer.weight.value)]
+    if layer.bias is not None:
+        inputs.append(g.const(f"{prefix}.bias", layer.bias.value))
+    return g.node("ConvTranspose", inputs, prefix, kernel_shape=list(layer.kernel_size),
+                  strides=list(layer.stride), pads=_pads(layer.pads),
+                  dilations=list(layer.dilation), group=layer.groups,
+                  output_padding=list(layer.output_padding))
 
 
 @converter(MaxPool2D)
 def convert_max_pool2d(g, layer, x, prefix):
     # numcnn pads with -inf, as ONNX MaxPool does (padding never wins the max)
     return g.node("MaxPool", [x], prefix, kernel_shape=list(layer.kernel_size),
-                  strides=list(layer.stride), pads=_pads(layer.padding))
+                  strides=list(layer.stride), pads=_pads(layer.pads),
+                  dilations=list(layer.dilation), ceil_mode=int(layer.ceil_mode))
 
 
 @converter(AvgPool2D)
 def convert_avg_pool2d(g, layer, x, prefix):
-    # numcnn counts zero padding in the divisor (PyTorch's default): count_include_pad=1
     return g.node("AveragePool", [x], prefix, kernel_shape=list(layer.kernel_size),
-                  strides=list(layer.stride), pads=_pads(layer.padding), count_include_pad=1)
+                  strides=list(layer.stride), pads=_pads(layer.pads),
+                  ceil_mode=int(layer.ceil_mode), count_include_pad=int(layer.count_include_pad))
+
+
+@converter(GlobalAvgPool2D, GlobalMaxPool2D)
+def convert_global_pool(g, layer, x, prefix):
+    # numcnn's global pools give (N, C): ONNX's keep (N, C, 1, 1), so flatten after
+    op = "GlobalAveragePool" if isinstance(layer, GlobalAvgPool2D) else "GlobalMaxPool"
+    return g.node("Flatten", [g.node(op, [x], prefix)], prefix, axis=1)
+
+
+@converter(Upsample)
+def convert_upsample(g, layer, x, prefix):
+    # nearest with integer factors: output pixel i reads input floor(i / s) ("asymmetric")
+    scales = g.const(f"{prefix}.scales", [1.0, 1.0, *map(float, layer.scale_factor)])
+    return g.node("Resize", [x, "", scales], prefix, mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
 @converter(Dense)
@@ -140,7 +171,16 @@ def convert_dropout(g, layer, x, prefix):
 
 @converter(Flatten)
 def convert_flatten(g, layer, x, prefix):
-    return g.node("Flatten", [x], prefix, axis=1)
+    if layer.start_dim == 1:
+        return g.node("Flatten", [x], prefix, axis=1)
+    # keep the first start_dim axes (0 copies an input dimension), merge the rest (-1)
+    shape = g.const(f"{prefix}.shape", [0] * layer.start_dim + [-1], dtype=np.int64)
+    return g.node("Reshape", [x, shape], prefix)
+
+
+@converter(Identity)
+def convert_identity(g, layer, x, prefix):
+    return g.node("Identity", [x], prefix)
 
 
 @converter(ReLU)
@@ -166,6 +206,72 @@ def convert_leaky_relu(g, layer, x, prefix):
 @converter(Softmax)
 def convert_softmax(g, layer, x, prefix):
     return g.node("Softmax", [x], prefix, axis=1)
+
+
+@converter(ELU)
+def convert_elu(g, layer, x, prefix):
+    return g.node("Elu", [x], prefix, alpha=layer.alpha)
+
+
+@converter(SiLU)
+def convert_silu(g, layer, x, prefix):
+    # x * sigmoid(x): opset 17 has no SiLU; this is what torch.onnx.export writes too
+    return g.node("Mul", [x, g.node("Sigmoid", [x], prefix)], prefix)
+
+
+@converter(GELU)
+def convert_gelu(g, layer, x, prefix):
+    """Opset 17 has no Gelu: PyTorch's own decomposition, node for node (the importer knows it).
+
+    exact: 0.5 x (1 + erf(x / sqrt 2)); tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    """
+    c = lambda name, v: g.const(f"{prefix}.{name}", np.float32(v))
+    if layer.approximate == "tanh":
+        cube = g.node("Mul", [x, g.node("Mul", [x, x], prefix)], prefix)
+        inner = g.node("Add", [x, g.node("Mul", [c("k", 0.044715), cube], prefix)], prefix)
+        t = g.node("Tanh", [g.node("Mul", [c("sqrt_2_over_pi", np.sqrt(2 / np.pi)), inner], prefix)],
+                   prefix)
+        phi = g.node("Add", [c("one", 1.0), t], prefix)
+    else:
+        erf = g.node("Erf", [g.node("Div", [x, c("sqrt2", np.sqrt(2.0))], prefix)], prefix)
+        phi = g.node("Add", [erf, c("one", 1.0)], prefix)
+    return g.node("Mul", [g.node("Mul", [x, phi], prefix), c("half", 0.5)], prefix)
+
+
+def _chain(g, layers, x, prefix):
+    for j, layer in enumerate(layers):
+        x = g.convert(layer, x, f"{prefix}.{j}")
+    return x
+
+
+@converter(Residual)
+def convert_residual(g, layer, x, prefix):
+    # the fork: x feeds the body and the shortcut (or is the shortcut), joined by Add
+    body = _chain(g, layer.body, x, f"{prefix}.body")
+    short = x if layer.shortcut is None else _chain(g, layer.shortcut, x, f"{prefix}.shortcut")
+    return g.node("Add", [body, short], prefix)
+
+
+@converter(Concat)
+def convert_concat(g, layer, x, prefix):
+    outs = [_chain(g, branch, x, f"{prefix}.branches.{i}") for i, branch in enumerate(layer.branches)]
+    return g.node("Concat", outs, prefix, axis=1)
+
+
+@converter(ChannelPadShortcut)
+def convert_channel_pad_shortcut(g, layer, x, prefix):
+    """x[:, :, ::s, ::s] (Slice), then zero channels appended (Pad), as PyTorch writes it."""
+    if layer.stride != (1, 1):
+        big = np.iinfo(np.int64).max
+        x = g.node("Slice", [x, g.const(f"{prefix}.starts", [0, 0], np.int64),
+                             g.const(f"{prefix}.ends", [big, big], np.int64),
+                             g.const(f"{prefix}.axes", [2, 3], np.int64),
+                             g.const(f"{prefix}.steps", list(layer.stride), np.int64)], prefix)
+    extra = layer.out_channels - layer.in_channels
+    if not extra:
+        return g.node("Identity", [x], prefix)
+    pads = g.const(f"{prefix}.pads", [0, 0, 0, 0, 0, extra, 0, 0], np.int64)
+    return g.node("Pad", [x, pads], prefix, mode="constant")
 
 
 def _input_scaling(g, model, x, shape):

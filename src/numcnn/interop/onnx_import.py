@@ -26,8 +26,10 @@ import os
 
 import numpy as np
 
-from ..layers import (REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,
-                      Flatten, LeakyReLU, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh)
+from ..layers import (ELU, GELU, REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D,
+                      ChannelPadShortcut, Conv2D, ConvTranspose2D, Dense, Dropout, Flatten,
+                      GlobalAvgPool2D, GlobalMaxPool2D, Identity, LeakyReLU, MaxPool2D, ReLU,
+                      Sigmoid, SiLU, Softmax, Tanh, Upsample)
 from ..architecture import MAX_ELEMENTS
 from ..errors import ModelFileError, NumcnnError
 from ..files import as_path
@@ -235,6 +237,8 @@ class _Importer:
         for out in self.graph.output:
             self.uses[out.name] = self.uses.get(out.name, 0) + 1
         self.input_name, self.input_shape, self.static_batch = self._input(input_shape)
+        self.synthetic = set()
+        self.nodes = self._find_patterns()
 
     def fail(self, msg):
         raise ModelFileError(f"{self.path}: {msg}")
@@ -338,11 +342,80 @@ class _Importer:
         self.values[node.output[i]] = value
 
     # -- the walk
+    # -- activations opset 17 has no operator for, written as small subgraphs -------------------
+    def _small_const(self, name, producer):
+        v = self.values.get(name)
+        if isinstance(v, np.ndarray):
+            return v if v.size == 1 else None
+        node = producer.get(name)
+        if node is None or node.op_type != "Constant" or len(node.attribute) != 1:
+            return None
+        a = node.attribute[0]
+        if a.name == "value_float":
+            return np.float32(a.f)
+        if a.name == "value" and a.type == 4 and list(a.t.dims) in ([], [1]):
+            try:
+                return self.tensors.array(a.t, f"Constant {_short(node.name)!r}")
+            except _Unsupported:
+                return None
+        return None
+
+    def _find_patterns(self):
+        """Replace each subgraph that computes SiLU or GELU (PyTorch's decompositions, which
+        numcnn's exporter writes too) by one node for its builder; inner values must be used
+        only inside the pattern."""
+        nodes = list(self.graph.node)
+        producer = {o: n for n in nodes for o in n.output if o}
+        consumed, replace = set(), {}
+
+        def match(pat, name, env, used, root=False):
+            if pat == "X":
+                if "X" in env:
+                    return env["X"] == name
+                env["X"] = name
+                return True
+            if pat[0] == "C":
+                v = self._small_const(name, producer)
+                return v is not None and v.dtype.kind == "f" and \
+                    abs(float(v.reshape(())) - pat[1]) <= 1e-6 * abs(pat[1])
+            node = producer.get(name)
+            if node is None or node.op_type != pat[0] or node.domain not in ("", "ai.onnx") \
+                    or len(node.attribute) or len(node.input) != len(pat) - 1 \
+                    or id(node) in consumed or (not root and self.uses.get(name) != 1):
+                return False
+            orders = [list(node.input)]
+            if pat[0] in ("Add", "Mul"):
+                orders.append(orders[0][::-1])
+            for order in orders:
+                env2, used2 = dict(env), set(used)
+                if all(match(p, n, env2, used2) for p, n in zip(pat[1:], order)):
+                    env.update(env2)
+                    used.update(used2 | {id(node)})
+                    return True
+            return False
+
+        for node in nodes:
+            if node.op_type != "Mul" or len(node.output) != 1:
+                continue
+            for op, attrs, pat in PATTERNS:
+                env, used = {}, set()
+                if match(pat, node.output[0], env, used, root=True):
+                    onnx = require_onnx()
+                    new = onnx.helper.make_node(op, [env["X"]], [node.output[0]],
+                                                name=node.name, **attrs)
+                    self.synthetic.add(id(new))
+                    replace[id(node)] = new
+                    consumed.update(used)
+                    break
+        return [replace.get(id(n), n) for n in nodes if id(n) in replace or id(n) not in consumed]
+
     def run(self):
         defined = set(self.values) | {""}
-        for node in self.graph.node:
+        for node in self.nodes:
             where = f"{node.op_type!r} (node {_short(node.name or '?')!r})"
-            if node.domain not in ("", "ai.onnx"):
+            if id(node) in self.synthetic:
+                where = f"{node.op_type!r} (the nodes computing it, ending in {_short(node.name or '?')!r})"
+            elif node.domain not in ("", "ai.onnx"):
                 self.problems.append(f"{where}: operator domain {_short(node.domain)!r} is not "
                                      "supported")
                 self.bad.update(node.output)
@@ -355,7 +428,8 @@ class _Importer:
                 if name and name in defined:
                     self.fail(f"{where} writes {_short(name)!r}, which is already defined")
             defined.update(node.output)
-            builder = BUILDERS.get(node.op_type)
+            builder = SYNTHETIC[node.op_type] if id(node) in self.synthetic else \
+                BUILDERS.get(node.op_type)
             if node.op_type in FOLDERS and node.input and all(
                     isinstance(self.values.get(n), np.ndarray) for n in node.input if n):
                 builder = _fold                    # constants in, a constant out: numpy does it
@@ -435,25 +509,24 @@ def _set_param(layer, name, value):
 
 
 def _spatial_pads(pads, auto_pad, size, kernel, stride, dilation):
-    """Symmetric (ph, pw) from ONNX ``pads``/``auto_pad``; asymmetric padding is unsupported."""
+    """numcnn's padding from ONNX ``pads`` ([top, left, bottom, right]) or ``auto_pad``:
+    (ph, pw) when symmetric, else ((top, bottom), (left, right))."""
     if auto_pad == "VALID":
         return (0, 0)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        out = []
-        for n, k, s, d in zip(size, kernel, stride, dilation):
-            total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            if total % 2:
-                raise _Unsupported(f"auto_pad {auto_pad} pads {total} (uneven) here; numcnn pads "
-                                   "both sides equally")
-            out.append(total // 2)
-        return tuple(out)
-    if auto_pad not in ("NOTSET", ""):
+        sides = []
+        for n, k, s_, d in zip(size, kernel, stride, dilation):
+            total = max((math.ceil(n / s_) - 1) * s_ + (k - 1) * d + 1 - n, 0)
+            small, big = total // 2, total - total // 2       # UPPER: the extra one at the end
+            sides.append((small, big) if auto_pad == "SAME_UPPER" else (big, small))
+        pads = [sides[0][0], sides[1][0], sides[0][1], sides[1][1]]
+    elif auto_pad not in ("NOTSET", ""):
         raise _Unsupported(f"auto_pad {auto_pad!r} is not supported")
-    pads = _ints(pads, 4, "pads") if pads is not None else [0, 0, 0, 0]
-    if pads[0] != pads[2] or pads[1] != pads[3]:
-        raise _Unsupported(f"asymmetric pads {pads} are not supported (numcnn pads both sides "
-                           "equally)")
-    return (pads[0], pads[1])
+    else:
+        pads = _ints(pads, 4, "pads") if pads is not None else [0, 0, 0, 0]
+    if pads[0] == pads[2] and pads[1] == pads[3]:
+        return (pads[0], pads[1])
+    return ((pads[0], pads[2]), (pads[1], pads[3]))
 
 
 @builds("Conv")
@@ -466,12 +539,14 @@ def _conv(ctx, node):
     if w.ndim != 4 or len(x.shape) != 3:
         raise _Unsupported(f"only 2-D convolutions of (N, C, H, W) input: weight {w.shape}, "
                            f"input (N, {', '.join(map(str, x.shape))})")
-    if a["group"] != 1:
-        raise _Unsupported(f"attribute group={a['group']} (grouped convolution) is not supported")
+    groups = a["group"]
+    if groups < 1 or x.shape[0] % groups or w.shape[0] % groups:
+        raise _Unsupported(f"group={groups} does not divide the channels")
     if a["kernel_shape"] is not None and list(a["kernel_shape"]) != list(w.shape[2:]):
         raise _Unsupported(f"kernel_shape {a['kernel_shape']} disagrees with the weight {w.shape}")
-    if w.shape[1] != x.shape[0]:
-        raise _Unsupported(f"weight {w.shape} expects {w.shape[1]} input channels, got {x.shape[0]}")
+    if w.shape[1] * groups != x.shape[0]:
+        raise _Unsupported(f"weight {w.shape} with group={groups} expects {w.shape[1] * groups} "
+                           f"input channels, got {x.shape[0]}")
     stride = _ints(a["strides"], 2, "strides")
     dilation = _ints(a["dilations"], 2, "dilations")
     if min(stride + dilation) < 1:
@@ -479,9 +554,45 @@ def _conv(ctx, node):
     pad = _spatial_pads(a["pads"], a["auto_pad"], x.shape[1:], w.shape[2:], stride, dilation)
     if b is not None and b.shape != (w.shape[0],):
         raise _Unsupported(f"bias {b.shape} does not fit weight {w.shape}")
-    layer = Conv2D(int(w.shape[1]), int(w.shape[0]), tuple(int(k) for k in w.shape[2:]),
-                     stride=tuple(stride), padding=pad, dilation=tuple(dilation),
-                     bias=b is not None, rng=0)
+    layer = Conv2D(int(x.shape[0]), int(w.shape[0]), tuple(int(k) for k in w.shape[2:]),
+                   stride=tuple(stride), padding=pad, dilation=tuple(dilation), groups=groups,
+                   bias=b is not None, rng=0)
+    _set_param(layer, "weight", w)
+    if b is not None:
+        _set_param(layer, "bias", b)
+    ctx.append(node, x, layer)
+
+
+@builds("ConvTranspose")
+def _conv_transpose(ctx, node):
+    x = ctx.data(node)
+    w = ctx.const(node, 1, "weight")
+    b = ctx.const(node, 2, "bias", optional=True)
+    a = _attrs(node, {"auto_pad": "NOTSET", "dilations": [1, 1], "group": 1, "kernel_shape": None,
+                      "output_padding": [0, 0], "pads": None, "strides": [1, 1]})
+    if w.ndim != 4 or len(x.shape) != 3:
+        raise _Unsupported(f"only 2-D transposed convolutions of (N, C, H, W) input: weight "
+                           f"{w.shape}, input (N, {', '.join(map(str, x.shape))})")
+    groups = a["group"]
+    if a["auto_pad"] not in ("NOTSET", ""):
+        raise _Unsupported(f"auto_pad {a['auto_pad']!r} is not supported (give pads)")
+    if groups < 1 or w.shape[0] != x.shape[0] or x.shape[0] % groups:
+        raise _Unsupported(f"weight {w.shape} with group={groups} does not take {x.shape[0]} "
+                           "channels")
+    if a["kernel_shape"] is not None and list(a["kernel_shape"]) != list(w.shape[2:]):
+        raise _Unsupported(f"kernel_shape {a['kernel_shape']} disagrees with the weight {w.shape}")
+    pads = _ints(a["pads"] if a["pads"] is not None else [0, 0, 0, 0], 4, "pads")
+    if pads[0] != pads[2] or pads[1] != pads[3]:
+        raise _Unsupported(f"asymmetric pads {pads} are not supported in ConvTranspose")
+    stride = _ints(a["strides"], 2, "strides")
+    dilation = _ints(a["dilations"], 2, "dilations")
+    if b is not None and b.shape != (w.shape[1] * groups,):
+        raise _Unsupported(f"bias {b.shape} does not fit weight {w.shape}")
+    layer = ConvTranspose2D(int(x.shape[0]), int(w.shape[1]) * groups,
+                            tuple(int(k) for k in w.shape[2:]), stride=tuple(stride),
+                            padding=(pads[0], pads[1]),
+                            output_padding=tuple(_ints(a["output_padding"], 2, "output_padding")),
+                            groups=groups, bias=b is not None, dilation=tuple(dilation), rng=0)
     _set_param(layer, "weight", w)
     if b is not None:
         _set_param(layer, "bias", b)
@@ -622,49 +733,55 @@ def _concat(ctx, node):
         raise _Unsupported(f"only concatenation along channels (axis 1) of equal-sized maps, got "
                            f"axis {a['axis']} of {[v.shape for v in vals]}")
     common, branches = _split_branches(vals)
-    layer = concat([list(br) for br in branches])
+    layer = concat([list(br) or [Identity()] for br in branches])
     shape = (sum(v.shape[0] for v in vals),) + vals[0].shape[1:]
     ctx.set(node, _Data(common + (layer,), shape))
 
 
 def _pool_args(ctx, node, x, allowed):
     a = _attrs(node, {"auto_pad": "NOTSET", "ceil_mode": 0, "kernel_shape": None, "pads": None,
-                      "strides": None, **allowed})
+                      "strides": None, "dilations": None, **allowed})
     if len(x.shape) != 3:
         raise _Unsupported(f"pools (N, C, H, W) maps, got (N, {', '.join(map(str, x.shape))})")
     if len(node.output) > 1 and any(node.output[1:]):
         raise _Unsupported("the Indices output is not supported")
     kernel = _ints(a["kernel_shape"], 2, "kernel_shape")
     stride = _ints(a["strides"] if a["strides"] is not None else [1, 1], 2, "strides")
-    if a.get("dilations") not in (None, [1, 1]):
-        raise _Unsupported(f"dilations {a['dilations']} are not supported in pooling")
-    if min(kernel + stride) < 1:
-        raise _Unsupported("kernel_shape and strides must be >= 1")
-    pad = _spatial_pads(a["pads"], a["auto_pad"], x.shape[1:], kernel, stride, [1, 1])
+    dilation = _ints(a["dilations"] if a["dilations"] is not None else [1, 1], 2, "dilations")
+    if min(kernel + stride + dilation) < 1:
+        raise _Unsupported("kernel_shape, strides and dilations must be >= 1")
+    pad = _spatial_pads(a["pads"], a["auto_pad"], x.shape[1:], kernel, stride, dilation)
     if a["ceil_mode"]:
-        # ceil and floor agree when the windows tile the padded input exactly
-        if any((n + 2 * p - k) % s for n, p, k, s in zip(x.shape[1:], pad, kernel, stride)):
-            raise _Unsupported("ceil_mode=1 is supported only where it equals floor mode")
-    return a, tuple(kernel), tuple(stride), pad
+        # ONNX's first opsets and PyTorch disagree about a last window that starts in the
+        # padding; accepted where they agree: that window starts inside the input
+        sides = pad if isinstance(pad[0], tuple) else tuple((p, p) for p in pad)
+        for n, (lo, hi), k, s_, d in zip(x.shape[1:], sides, kernel, stride, dilation):
+            out = -(-(n + lo + hi - d * (k - 1) - 1) // s_) + 1
+            if (out - 1) * s_ >= n + lo:
+                raise _Unsupported("ceil_mode=1 with a last window starting in the padding is "
+                                   "not supported")
+    return a, tuple(kernel), tuple(stride), pad, tuple(dilation)
 
 
 @builds("MaxPool")
 def _max_pool(ctx, node):
     x = ctx.data(node)
-    a, kernel, stride, pad = _pool_args(ctx, node, x, {"dilations": None, "storage_order": 0})
+    a, kernel, stride, pad, dilation = _pool_args(ctx, node, x, {"storage_order": 0})
     if a["storage_order"] != 0:
         raise _Unsupported("storage_order=1 is not supported")
-    ctx.append(node, x, MaxPool2D(kernel, stride=stride, padding=pad))
+    ctx.append(node, x, MaxPool2D(kernel, stride=stride, padding=pad, dilation=dilation,
+                                  ceil_mode=bool(a["ceil_mode"])))
 
 
 @builds("AveragePool")
 def _avg_pool(ctx, node):
     x = ctx.data(node)
-    a, kernel, stride, pad = _pool_args(ctx, node, x, {"count_include_pad": 0, "dilations": None})
-    if pad != (0, 0) and not a["count_include_pad"]:
-        raise _Unsupported("count_include_pad=0 with padding is not supported (numcnn divides "
-                           "by the whole window, as PyTorch's default)")
-    ctx.append(node, x, AvgPool2D(kernel, stride=stride, padding=pad))
+    a, kernel, stride, pad, dilation = _pool_args(ctx, node, x, {"count_include_pad": 0})
+    if dilation != (1, 1):
+        raise _Unsupported(f"dilations {list(dilation)} in average pooling are not supported")
+    ctx.append(node, x, AvgPool2D(kernel, stride=stride, padding=pad,
+                                  ceil_mode=bool(a["ceil_mode"]),
+                                  count_include_pad=bool(a["count_include_pad"])))
 
 
 @builds("GlobalAveragePool", "GlobalMaxPool")
@@ -674,7 +791,8 @@ def _global_pool(ctx, node):
     if len(x.shape) != 3:
         raise _Unsupported(f"pools (N, C, H, W) maps, got (N, {', '.join(map(str, x.shape))})")
     kind = AvgPool2D if node.op_type == "GlobalAveragePool" else MaxPool2D
-    # the input's size is fixed, so one window of exactly that size is the global pool
+    # the input's size is fixed, so one window of exactly that size is the global pool (a
+    # Flatten right after makes it numcnn's GlobalAvgPool2D / GlobalMaxPool2D: see _flat)
     ctx.append(node, x, kind(tuple(x.shape[1:])))
 
 
@@ -739,6 +857,65 @@ BUILDERS["Sigmoid"] = _elementwise(Sigmoid)
 BUILDERS["Tanh"] = _elementwise(Tanh)
 BUILDERS["LeakyRelu"] = _elementwise(LeakyReLU, {"alpha": 0.01},
                                      lambda a: LeakyReLU(a["alpha"]))
+BUILDERS["Elu"] = _elementwise(ELU, {"alpha": 1.0}, lambda a: ELU(a["alpha"]))
+
+
+def _gelu_layer(a):
+    if a["approximate"] not in ("none", "tanh"):
+        raise _Unsupported(f"approximate={a['approximate']!r} is not supported")
+    return GELU(a["approximate"])
+
+
+BUILDERS["Gelu"] = _elementwise(GELU, {"approximate": "none"}, _gelu_layer)     # opset 20
+
+#: (node made for the builder, its attributes, the subgraph it replaces): "X" is the input, ("C",
+#: v) a constant equal to v (to float32 precision); Add and Mul match either operand order
+PATTERNS = [
+    ("SiLU", {}, ("Mul", "X", ("Sigmoid", "X"))),
+    ("Gelu", {"approximate": "none"},              # 0.5 x (1 + erf(x / sqrt 2))
+     ("Mul", ("Mul", "X", ("Add", ("Erf", ("Div", "X", ("C", math.sqrt(2.0)))), ("C", 1.0))),
+      ("C", 0.5))),
+    ("Gelu", {"approximate": "tanh"},              # 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))
+     ("Mul", ("Mul", "X", ("Add", ("Tanh", ("Mul", ("Add", "X", ("Mul", ("Mul", "X", ("Mul", "X", "X")),
+                                                                 ("C", 0.044715))),
+                                            ("C", math.sqrt(2.0 / math.pi)))), ("C", 1.0))),
+      ("C", 0.5))),
+]
+SYNTHETIC = {"SiLU": _elementwise(SiLU), "Gelu": BUILDERS["Gelu"]}
+
+
+@builds("Resize")
+def _resize(ctx, node):
+    """Nearest-neighbour upsampling by integer factors, as torch.onnx.export writes
+    nn.Upsample(scale_factor=s): numcnn's Upsample."""
+    x = ctx.data(node)
+    a = _attrs(node, {"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
+                      "nearest_mode": "round_prefer_floor", "cubic_coeff_a": -0.75,
+                      "exclude_outside": 0, "extrapolation_value": 0.0, "antialias": 0,
+                      "keep_aspect_ratio_policy": "stretch", "axes": None})
+    scales = ctx.const(node, 2, "scales", optional=True)
+    sizes = ctx.const(node, 3, "sizes", optional=True)
+    if len(x.shape) != 3 or a["axes"] is not None or a["exclude_outside"] or a["antialias"]:
+        raise _Unsupported("only resizing (N, C, H, W) over all axes is supported")
+    if scales is not None and scales.size:
+        f = [float(v) for v in scales.reshape(-1)]
+    elif sizes is not None and sizes.size == 4:
+        want = [int(v) for v in sizes.reshape(-1)]
+        f = [1.0, want[1] / x.shape[0], want[2] / x.shape[1], want[3] / x.shape[2]]
+    else:
+        raise _Unsupported("needs constant scales or sizes")
+    if len(f) != 4 or f[:2] != [1.0, 1.0] or any(v < 1 or v != int(v) for v in f[2:]):
+        raise _Unsupported(f"only integer upsampling of H and W is supported, got scales {f}")
+    # integer factors: "asymmetric" reads input floor(i / s); half_pixel with round_prefer_floor
+    # (ONNX's defaults) reads round((i + 0.5) / s - 0.5) = floor(i / s) too for whole s
+    ok = a["mode"] == "nearest" and (
+        (a["coordinate_transformation_mode"] == "asymmetric" and a["nearest_mode"] == "floor")
+        or (a["coordinate_transformation_mode"] == "half_pixel"
+            and a["nearest_mode"] == "round_prefer_floor"))
+    if not ok:
+        raise _Unsupported(f"mode {a['mode']!r} with {a['coordinate_transformation_mode']!r} / "
+                           f"{a['nearest_mode']!r} is not numcnn's nearest upsampling")
+    ctx.append(node, x, Upsample((int(f[2]), int(f[3]))))
 
 
 @builds("Softmax")
@@ -773,7 +950,23 @@ def _identity(ctx, node):
     value = ctx.values.get(node.input[0]) if len(node.input) == 1 else None
     if value is None:
         raise _Unsupported("needs one input numcnn computed")
-    ctx.values[node.output[0]] = value
+    if isinstance(value, _Data):
+        ctx.append(node, value, Identity())       # numcnn's Identity layer, exported as this
+    else:
+        ctx.values[node.output[0]] = value
+
+
+def _flat(ctx, node, x, start_dim):
+    """Flatten(start_dim); right after a global pool (its (N, C, 1, 1) output used only here),
+    the two are numcnn's GlobalAvgPool2D / GlobalMaxPool2D, which give (N, C) directly."""
+    prev = x.layers[-1] if x.layers else None
+    op = ctx.producer.get(node.input[0])
+    if start_dim == 1 and op in ("GlobalAveragePool", "GlobalMaxPool") \
+            and ctx.uses.get(node.input[0]) == 1 and x.last_input is not None:
+        pool = GlobalAvgPool2D() if op == "GlobalAveragePool" else GlobalMaxPool2D()
+        return ctx.set(node, _Data(x.layers[:-1] + (pool,), (x.shape[0],), x.last_input))
+    del prev
+    ctx.append(node, x, Flatten(start_dim))
 
 
 @builds("Flatten")
@@ -782,7 +975,7 @@ def _flatten(ctx, node):
     a = _attrs(node, {"axis": 1})
     if a["axis"] != 1 and not (a["axis"] == -1 and len(x.shape) == 1):
         raise _Unsupported(f"only axis=1 (keep the batch) is supported, got {a['axis']}")
-    ctx.append(node, x, Flatten())
+    _flat(ctx, node, x, 1)
 
 
 @builds("Reshape")
@@ -802,15 +995,49 @@ def _reshape(ctx, node):
                 raise _Unsupported(f"target {target.vals}: 0 copies a dimension the input lacks")
             v = dims[i]
         want.append(v)
-    batch_ok = want[0] == "N" or (ctx.static_batch is not None and want[0] == ctx.static_batch)
-    flat = math.prod(x.shape)
-    if len(want) == 2 and (batch_ok and want[1] in (flat, -1) or want[0] == -1 and want[1] == flat):
-        ctx.append(node, x, Flatten())
-    elif len(want) == len(dims) and batch_ok and (list(want[1:]) == list(x.shape)):
+    if want and ctx.static_batch is not None and want[0] == ctx.static_batch:
+        want[0] = "N"                    # a graph exported for one fixed batch size
+    if want.count(-1) == 1 and all(isinstance(v, int) for v in want[1:]):
+        known = math.prod(v for v in want[1:] if v != -1)
+        if want[0] == -1:                # (-1, rest): the batch is what is left
+            if known == math.prod(x.shape):
+                want[0] = "N"
+        elif known and math.prod(x.shape) % known == 0:
+            want[want.index(-1)] = math.prod(x.shape) // known
+    # Flatten(start_dim=k): keep the batch and k - 1 axes, merge the rest
+    for k in range(1, len(dims)):
+        if want == dims[:k] + [math.prod(dims[k:])]:
+            return _flat(ctx, node, x, k)
+    if want == dims:
         ctx.values[node.output[0]] = x            # a reshape to the same shape
-    else:
-        raise _Unsupported(f"reshape of (N, {', '.join(map(str, x.shape))}) to {want}: numcnn "
-                           "only flattens (N, C, H, W) to (N, C*H*W)")
+        return
+    raise _Unsupported(f"reshape of (N, {', '.join(map(str, x.shape))}) to {want}: numcnn "
+                       "only flattens trailing axes (N, C, H, W) -> (N, C*H*W) or (N, C, H*W)")
+
+
+@builds("Pad")
+def _pad(ctx, node):
+    """Zero channels appended (He et al.'s shortcut A), after an x[:, :, ::s, ::s] Slice or not:
+    numcnn's ChannelPadShortcut."""
+    x = ctx.data(node)
+    a = _attrs(node, {"mode": "constant", "pads": None, "value": 0.0})
+    pads = a["pads"] if a["pads"] is not None else ctx.const(node, 1, "pads").reshape(-1).tolist()
+    value = ctx.const(node, 2, "constant_value", optional=True)
+    value = a["value"] if value is None else (float(value.reshape(-1)[0]) if value.size == 1 else None)
+    axes = ctx.const(node, 3, "axes", optional=True)
+    if a["mode"] != "constant" or value != 0.0 or axes is not None or len(x.shape) != 3 \
+            or len(pads) != 8 or any(p != 0 for i, p in enumerate(pads) if i != 5) or pads[5] < 0:
+        raise _Unsupported(f"only zero channels appended (pads [0, 0, 0, 0, 0, k, 0, 0], mode "
+                           f"constant, value 0) are supported, got pads {pads}, mode "
+                           f"{a['mode']!r}, value {value}")
+    prev = x.layers[-1] if x.layers else None
+    stride = (1, 1)
+    if isinstance(prev, MaxPool2D) and prev.kernel_size == (1, 1) and prev.pads == ((0, 0), (0, 0)) \
+            and ctx.producer.get(node.input[0]) == "Slice" and ctx.uses.get(node.input[0]) == 1 \
+            and x.last_input is not None:
+        stride, x = prev.stride, _Data(x.layers[:-1], x.last_input)
+    c = x.shape[0]
+    ctx.append(node, x, ChannelPadShortcut(c, c + int(pads[5]), stride))
 
 
 # -- shape arithmetic (what exporters write around Reshape) ----------------------------------------
