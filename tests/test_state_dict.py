@@ -68,26 +68,39 @@ def assert_predicts_like_torch(model, net, shape):
                                atol=1e-6)
 
 
+def torch_module_like(layer):
+    """The torch module equal to numcnn ``layer`` (containers as test_graph.py writes them)."""
+    from test_graph import TChannelPad, TConcat, TResidual
+    L = numcnn.layers
+    if isinstance(layer, L.Residual):
+        return TResidual([torch_module_like(l) for l in layer.body],
+                         None if layer.shortcut is None else [torch_module_like(l) for l in layer.shortcut])
+    if isinstance(layer, L.Concat):
+        return TConcat([[torch_module_like(l) for l in chain] for chain in layer.branches])
+    if isinstance(layer, L.ChannelPadShortcut):
+        return TChannelPad(layer.in_channels, layer.out_channels, layer.stride)
+    if isinstance(layer, Conv2D):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                         layer.padding, layer.dilation, groups=layer.groups,
+                         bias=layer.bias is not None)
+    if isinstance(layer, (BatchNorm2D, L.BatchNorm1D)):
+        return (nn.BatchNorm2d if isinstance(layer, BatchNorm2D) else nn.BatchNorm1d)(layer.num_features)
+    if isinstance(layer, Dense):
+        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    if isinstance(layer, MaxPool2D):
+        return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, L.AvgPool2D):
+        return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding)
+    if isinstance(layer, L.GlobalAvgPool2D):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    if isinstance(layer, L.Dropout):
+        return nn.Dropout(layer.p)
+    return {"ReLU": nn.ReLU, "Flatten": nn.Flatten, "Identity": nn.Identity}[type(layer).__name__]()
+
+
 def torch_sequential_like(model):
-    """The nn.Sequential equal to a numcnn Sequential of Conv2D/BN/ReLU/MaxPool/Flatten/Dense."""
-    mods = []
-    for l in model.layers:
-        if isinstance(l, Conv2D):
-            mods.append(nn.Conv2d(l.in_channels, l.out_channels, l.kernel_size, l.stride, l.padding,
-                                  l.dilation, bias=l.bias is not None))
-        elif isinstance(l, BatchNorm2D):
-            mods.append(nn.BatchNorm2d(l.num_features))
-        elif isinstance(l, numcnn.layers.BatchNorm1D):
-            mods.append(nn.BatchNorm1d(l.num_features))
-        elif isinstance(l, Dense):
-            mods.append(nn.Linear(l.in_features, l.out_features, bias=l.bias is not None))
-        elif isinstance(l, MaxPool2D):
-            mods.append(nn.MaxPool2d(l.kernel_size, l.stride, l.padding))
-        elif isinstance(l, numcnn.layers.Dropout):
-            mods.append(nn.Dropout(l.p))
-        else:
-            mods.append({"ReLU": nn.ReLU, "Flatten": nn.Flatten}[type(l).__name__]())
-    return nn.Sequential(*mods)
+    """The nn.Sequential equal to a numcnn Sequential."""
+    return nn.Sequential(*[torch_module_like(l) for l in model.layers])
 
 
 # -- names ------------------------------------------------------------------------------------------
@@ -138,6 +151,17 @@ def test_torch_sequential_with_batch_norm_loads_by_index(tmp_path):
     load_torch_weights(model, tmp_path / "vgg.safetensors")
     np.testing.assert_array_equal(model.layers[1].running_var, net[1].running_var.numpy())
     assert_predicts_like_torch(model, net, (3, 32, 32))
+
+
+@pytest.mark.parametrize("name", ["resnet-digits", "mobilenet"])
+def test_torch_graph_nets_load_by_nested_index(tmp_path, name):
+    """Residual blocks (3.body.0.weight...) and grouped convolutions, trained in PyTorch."""
+    model = models.PRESETS[name]()
+    shape = model.input_shape
+    net = train_a_few_steps(torch_sequential_like(model), shape, steps=2)
+    save_file(net.state_dict(), str(tmp_path / "w.safetensors"))
+    load_torch_weights(model, tmp_path / "w.safetensors")
+    assert_predicts_like_torch(model, net, shape)
 
 
 def test_named_submodules_with_batch_norm_interleave_by_shapes():

@@ -683,7 +683,8 @@ def _bias_add(ctx, node, name, x, c):
             raise _Unsupported(f"the added constant {c.shape} is not a per-channel bias")
         bias = _bias_vector(np.asarray(c, np.float64).reshape(-1), n, "the added constant")
         new = Conv2D(layer.in_channels, n, layer.kernel_size, stride=layer.stride,
-                       padding=layer.padding, dilation=layer.dilation, bias=True, rng=0)
+                     padding=layer.pads, dilation=layer.dilation, groups=layer.groups, bias=True,
+                     rng=0)
     new.weight.value = layer.weight.value
     _set_param(new, "bias", bias)
     ctx.set(node, _Data(x.layers[:-1] + (new,), x.shape, x.last_input))
@@ -838,7 +839,7 @@ def _fused(ctx, node, x, conv, params, eps):
     w = np.asarray(conv.weight.value, np.float64) * scale[:, None, None, None]
     b = np.zeros_like(mean) if conv.bias is None else np.asarray(conv.bias.value, np.float64)
     fused = Conv2D(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                     padding=conv.padding, dilation=conv.dilation, bias=True, rng=0)
+                   padding=conv.pads, dilation=conv.dilation, groups=conv.groups, bias=True, rng=0)
     _set_param(fused, "weight", w)
     _set_param(fused, "bias", (b - mean) * scale + beta)
     ctx.set(node, _Data(x.layers[:-1] + (fused,), x.shape, x.last_input))

@@ -57,15 +57,23 @@ class StateDictError(ModelFileError):
 
 # -- the model's side ---------------------------------------------------------------------------
 def _slots(model):
-    """``{name: (kind, owner, attr)}`` in model order: kind is "param", "buffer" or "counter"."""
+    """``{name: (kind, owner, attr)}`` in PyTorch's order (module by module, nested ones too:
+    parameters, then buffers, then the batch counter); kind is "param", "buffer" or "counter"."""
     slots = {}
     for i, layer in enumerate(model.layers):
-        for name, p in layer.named_parameters().items():
-            slots[f"{i}.{name}"] = ("param", p, None)
+        entries = [(n, ("param", p, None)) for n, p in layer.named_parameters().items()]
         for name in layer.buffers():
-            slots[f"{i}.{name}"] = ("buffer", layer, name)
+            entries.append((name, ("buffer", layer, name)))
             if name.endswith("running_var"):
-                slots[f"{i}.{name[:-len('running_var')]}{COUNTER}"] = ("counter", None, None)
+                entries.append((f"{name[:-len('running_var')]}{COUNTER}", ("counter", None, None)))
+        first = {}
+        for n, _ in entries:
+            first.setdefault(n.rpartition(".")[0], len(first))
+        rank = {"param": 0, "buffer": 1, "counter": 2}
+        order = sorted(range(len(entries)), key=lambda k: (
+            first[entries[k][0].rpartition(".")[0]], rank[entries[k][1][0]], k))
+        for k in order:
+            slots[f"{i}.{entries[k][0]}"] = entries[k][1]
     return slots
 
 
@@ -153,10 +161,14 @@ def _signature(shapes):
     return frozenset(k for k in shapes if k != COUNTER)
 
 
-def _fits(src, dst, with_shapes=True):
-    """Source group ``src`` ({local: shape}) fits model group ``dst`` ({local: shape}): the same
+def _fits(src, dst, with_shapes=True, same_depth=False):
+    """Source group ``src`` fits model group ``dst`` (each ``(prefix, {local: shape})``): the same
     tensor names with the same shapes (or, ``with_shapes=False``, the same ranks: the same kind
-    of layer, to say which shapes differ)."""
+    of layer, to say which shapes differ); ``same_depth``: and prefixes nested as deep
+    (``layer1.0.bn1`` and ``3.body.1``; ``bn1`` and ``1``)."""
+    if same_depth and src[0].count(".") != dst[0].count("."):
+        return False
+    src, dst = src[1], dst[1]
     if _signature(src) != _signature(dst) or (COUNTER in src and COUNTER not in dst):
         return False
     same = (lambda a, b: tuple(a) == tuple(b)) if with_shapes else (lambda a, b: len(a) == len(b))
@@ -184,7 +196,7 @@ def _count_orders(families, model_groups, fits, strict):
             return 0, ()
         total, best = 0, None
         for fi, f in enumerate(fams):
-            if pos[fi] < len(f) and fits(f[pos[fi]][1], model_groups[j][1]):
+            if pos[fi] < len(f) and fits(f[pos[fi]], model_groups[j]):
                 n, rest = ways(j + 1, pos[:fi] + (pos[fi] + 1,) + pos[fi + 1:])
                 if n and best is None:
                     best = ((f[pos[fi]][0], model_groups[j][0]),) + rest
@@ -238,6 +250,13 @@ def load_state_dict(model, mapping, strict=True, name_map=None):
             families.setdefault(_family(p), []).append(
                 (p, {k: tuple(mapping[f"{p}.{k}"].shape) for k in named[p]}))
         n, assignment = _count_orders(families, left, _fits, strict)
+        if n > 1:
+            # several orders fit the shapes: the one whose modules are nested as deep as
+            # numcnn's (a top-level bn1 and a block's layer1.0.bn1 look alike otherwise)
+            k, deep = _count_orders(families, left, functools.partial(_fits, same_depth=True),
+                                    strict)
+            if k == 1:
+                n, assignment = k, deep
         if n == 1:
             direct.update(dict(assignment))
             named = {p: loc for p, loc in named.items() if p not in direct}
