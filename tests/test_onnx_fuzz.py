@@ -2,8 +2,8 @@
 
 Fuzzed as the other readers are (tests/test_fuzz_readers.py: Hypothesis with ``derandomize=True``,
 a SIGALRM deadline per call, ``tracemalloc`` for forged sizes), on two valid graphs - one numcnn
-exported (Conv, BatchNormalization, MaxPool, AveragePool, Flatten, Dropout, Gemm, LeakyRelu,
-Softmax) and one ``torch.onnx.export`` wrote (with the Shape -> Gather -> Unsqueeze -> Concat ->
+exported (grouped Conv, BatchNormalization, GELU and SiLU subgraphs, residual Add, Concat,
+Slice + Pad, pools, Dropout, Gemm, Softmax) and one ``torch.onnx.export`` wrote (with the Shape -> Gather -> Unsqueeze -> Concat ->
 Reshape subgraph) - damaged byte by byte and field by field (dims, data types, raw data,
 external-data paths, attributes, operator types, wiring, opsets, input shapes, metadata).
 
@@ -29,19 +29,23 @@ import numcnn
 from numcnn.errors import ModelFileError, NumcnnError
 from numcnn.interop import onnx_import
 from numcnn.architecture import MAX_ELEMENTS
-from numcnn.layers import (AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, LeakyReLU,
-                           MaxPool2D, Softmax)
+from numcnn.layers import (GELU, AvgPool2D, BatchNorm2D, ChannelPadShortcut, Concat, Conv2D,
+                           Dense, Dropout, GlobalAvgPool2D, Identity, LeakyReLU, MaxPool2D,
+                           Residual, SiLU, Softmax)
 from test_fuzz_readers import deadline, fresh, fuzz, mutate, peak_allocation
 
 ort.set_default_logger_severity(4)          # damaged files make onnxruntime log; keep quiet
 
 
 def _numcnn_graph():
-    m = numcnn.Sequential([Conv2D(2, 3, 3, padding=1, rng=0), BatchNorm2D(3), LeakyReLU(0.1),
-                           MaxPool2D(2), AvgPool2D(3, stride=1, padding=1), Flatten(),
-                           Dropout(0.2), Dense(3 * 3 * 3, 4, rng=0), Softmax()],
-                          input_shape=(2, 6, 6), classes=list("abcd"))
-    m.layers[1].running_var = np.linspace(0.5, 2, 3).astype(np.float32)
+    m = numcnn.Sequential([
+        Conv2D(2, 4, 3, padding=1, groups=2, rng=0), BatchNorm2D(4), GELU(),
+        Residual([Conv2D(4, 4, 3, padding=1, rng=1), BatchNorm2D(4)]), LeakyReLU(0.1),
+        Concat([[Conv2D(4, 2, 1, rng=2)], [Identity()]]), MaxPool2D(2),
+        Residual([Conv2D(6, 8, 3, stride=2, padding=1, rng=3)], ChannelPadShortcut(6, 8, 2)),
+        SiLU(), AvgPool2D(3, stride=1, padding=1), GlobalAvgPool2D(), Dropout(0.2),
+        Dense(8, 4, rng=0), Softmax()], input_shape=(2, 8, 8), classes=list("abcd"))
+    m.layers[1].running_var = np.linspace(0.5, 2, 4).astype(np.float32)
     return m.eval()
 
 
