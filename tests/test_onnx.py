@@ -673,6 +673,7 @@ def test_unsupported_graphs_are_refused_with_operators_attributes_and_nodes(tmp_
         numcnn.from_onnx(path)
     for text in expected:
         assert text in str(info.value), (text, str(info.value))
+    assert all(p in str(info.value) for p in info.value.problems)       # one line per problem
 
 
 def test_declared_output_shape_must_match_what_the_graph_computes(tmp_path):

@@ -10,8 +10,12 @@
   ``Unsqueeze`` -> ``Concat``, as ``torch.onnx.export`` writes ``x.view(x.size(0), -1)``).
 
 A builder checks its node's attributes (an attribute it does not know is *unsupported*, never
-ignored), and appends a layer to its data input's chain.  Everything unsupported is collected
-(operator, attribute, node name) and reported at once; no model is returned then.
+ignored), and appends a layer to its data input's chain.  A node whose inputs are all constants
+is folded with numpy (``FOLDERS``).  Where two chains meet again (``Add``, ``Concat``) their
+common prefix is the fork and the rest become a ``Residual`` or ``Concat`` block.  Activations
+opset 17 writes as small subgraphs (SiLU, GELU) are matched as ``PATTERNS`` before the walk.
+Everything unsupported is collected (operator, attribute, node name) and reported at once; no
+model is returned then.
 
 Hostile files: the file size is checked before it is read, every tensor's declared size before
 its bytes are touched (numcnn decodes tensors itself, not ``numpy_helper.to_array``), the
@@ -26,13 +30,13 @@ import os
 
 import numpy as np
 
+from ..architecture import MAX_ELEMENTS
+from ..errors import ModelFileError, NumcnnError
+from ..files import as_path
 from ..layers import (ELU, GELU, REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D,
                       ChannelPadShortcut, Conv2D, ConvTranspose2D, Dense, Dropout, Flatten,
                       GlobalAvgPool2D, GlobalMaxPool2D, Identity, LeakyReLU, MaxPool2D, ReLU,
                       Sigmoid, SiLU, Softmax, Tanh, Upsample)
-from ..architecture import MAX_ELEMENTS
-from ..errors import ModelFileError, NumcnnError
-from ..files import as_path
 from ..validate import check_bool
 from ._onnx import require_onnx
 
@@ -52,6 +56,12 @@ _TENSOR_TYPES = {1: ("FLOAT", "<f4", "float_data"), 11: ("DOUBLE", "<f8", "doubl
 
 class OnnxImportError(ModelFileError):
     """An ONNX file numcnn cannot turn into an equal model (``problems`` lists why)."""
+
+    def __init__(self, problems, message=None):
+        if message is None:                  # OnnxImportError("one sentence")
+            problems, message = [problems], problems
+        self.problems = list(problems)
+        super().__init__(message)
 
 
 class _Unsupported(Exception):
@@ -461,7 +471,7 @@ class _Importer:
                 hint = ("\nthis graph was exported by numcnn with normalize=True: it scales raw "
                         "pixels in nodes, which numcnn keeps outside its layers "
                         "(model.normalization); export with normalize=False to import it")
-            raise OnnxImportError(
+            raise OnnxImportError(self.problems,
                 f"{self.path}: cannot import this graph as numcnn layers: {len(self.problems)} "
                 f"unsupported part(s){' (operators ' + ', '.join(ops) + ')' if ops else ''}:\n"
                 + "\n".join(f"  - {p}" for p in self.problems)
@@ -960,13 +970,11 @@ def _identity(ctx, node):
 def _flat(ctx, node, x, start_dim):
     """Flatten(start_dim); right after a global pool (its (N, C, 1, 1) output used only here),
     the two are numcnn's GlobalAvgPool2D / GlobalMaxPool2D, which give (N, C) directly."""
-    prev = x.layers[-1] if x.layers else None
     op = ctx.producer.get(node.input[0])
     if start_dim == 1 and op in ("GlobalAveragePool", "GlobalMaxPool") \
             and ctx.uses.get(node.input[0]) == 1 and x.last_input is not None:
         pool = GlobalAvgPool2D() if op == "GlobalAveragePool" else GlobalMaxPool2D()
         return ctx.set(node, _Data(x.layers[:-1] + (pool,), (x.shape[0],), x.last_input))
-    del prev
     ctx.append(node, x, Flatten(start_dim))
 
 
