@@ -676,6 +676,25 @@ def test_unsupported_graphs_are_refused_with_operators_attributes_and_nodes(tmp_
     assert all(p in str(info.value) for p in info.value.problems)       # one line per problem
 
 
+def test_graph_with_dynamic_height_and_width_needs_input_shape(tmp_path):
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+                           helper.make_node("Flatten", ["p"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(W3, "w")])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(OnnxImportError, match=r"not fixed after the batch.*input_shape"):
+        numcnn.from_onnx(path)
+    with pytest.raises(OnnxImportError, match="does not fit"):
+        numcnn.from_onnx(path, input_shape=(3, 6, 5))
+    model = numcnn.from_onnx(path, input_shape=(2, 6, 5))
+    assert model.input_shape == (2, 6, 5)
+    x = _x((2, 6, 5), 7)
+    assert_close_rel(model.forward(x), ort_run(path, x))
+
+
 def test_declared_output_shape_must_match_what_the_graph_computes(tmp_path):
     path = _graph([helper.make_node("Flatten", ["x"], ["y"])], {}, (2, 3, 3), ["N", 99],
                   tmp_path / "g.onnx")

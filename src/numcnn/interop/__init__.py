@@ -10,7 +10,7 @@ Importing this package does not import ``onnx``: that happens on first use (``pi
 """
 from ..model import register_entry_point
 from .onnx_export import to_onnx
-from .onnx_import import from_onnx
+from .onnx_import import OnnxImportError, from_onnx
 from .state_dict import StateDictError, load_state_dict, load_torch_weights, state_dict
 
 register_entry_point("to_onnx", to_onnx)
@@ -18,4 +18,4 @@ register_entry_point("state_dict", state_dict)
 register_entry_point("load_state_dict", load_state_dict)
 
 __all__ = ["to_onnx", "from_onnx", "state_dict", "load_state_dict", "load_torch_weights",
-           "StateDictError"]
+           "StateDictError", "OnnxImportError"]
