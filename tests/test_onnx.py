@@ -689,6 +689,8 @@ def test_graph_with_dynamic_height_and_width_needs_input_shape(tmp_path):
         numcnn.from_onnx(path)
     with pytest.raises(OnnxImportError, match="does not fit"):
         numcnn.from_onnx(path, input_shape=(3, 6, 5))
+    with pytest.raises(ConfigError, match="input_shape must be"):
+        numcnn.from_onnx(path, input_shape="2,6,5")
     model = numcnn.from_onnx(path, input_shape=(2, 6, 5))
     assert model.input_shape == (2, 6, 5)
     x = _x((2, 6, 5), 7)

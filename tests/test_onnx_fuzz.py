@@ -159,7 +159,8 @@ def _forge(proto, field, data, folder):
         else:
             (folder / "w.bin").write_bytes(b"\x00" * 64)
             loc = data.draw(st.sampled_from(["w.bin", "../w.bin", "/etc/passwd", "", "a/../w.bin",
-                                             "missing.bin", "../../../../etc/hostname"]))
+                                             "missing.bin", "../../../../etc/hostname", "w\x00",
+                                             "C:\\w.bin", "\\\\server\\w.bin"]))
             t.ClearField("raw_data")
             t.data_location = TensorProto.EXTERNAL
             for key, value in (("location", loc), ("offset", data.draw(st.sampled_from(["0", "8", "-4", "x", "99999"]))),
@@ -264,7 +265,8 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path):
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.arange(12, dtype=np.float32).tobytes())
     (folder / "link.bin").symlink_to(secret)
-    for location in ("../secret.bin", str(secret), "link.bin", "sub/../../secret.bin"):
+    for location in ("../secret.bin", str(secret), "link.bin", "sub/../../secret.bin",
+                     "w\x00.bin", ""):
         with pytest.raises(ModelFileError, match="inside the model's folder"):
             numcnn.from_onnx(_tiny_graph(_external(location), folder))
 

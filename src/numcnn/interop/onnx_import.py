@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 from ..architecture import MAX_ELEMENTS
-from ..errors import ModelFileError, NumcnnError
+from ..errors import ConfigError, ModelFileError, NumcnnError
 from ..files import as_path
 from ..layers import (ELU, GELU, REGISTRY, AvgPool2D, BatchNorm1D, BatchNorm2D,
                       ChannelPadShortcut, Conv2D, ConvTranspose2D, Dense, Dropout, Flatten,
@@ -174,9 +174,12 @@ class _Tensors:
             length = int(info["length"]) if "length" in info else nbytes
         except ValueError:
             raise ModelFileError(f"{self.path}: {what}: bad external-data offset/length") from None
+        if not location or "\x00" in location or os.path.isabs(location):
+            raise ModelFileError(f"{self.path}: {what}: external data {_short(location)!r} is "
+                                 "not a file inside the model's folder; refused")
         full = os.path.realpath(os.path.join(self.folder, location))
         inside = os.path.realpath(self.folder)
-        if not location or os.path.isabs(location) or os.path.commonpath([full, inside]) != inside:
+        if os.path.commonpath([full, inside]) != inside:
             raise ModelFileError(f"{self.path}: {what}: external data {_short(location)!r} is "
                                  "not a file inside the model's folder; refused")
         if not os.path.isfile(full):
@@ -292,7 +295,15 @@ class _Importer:
                                   f"{len(dims)}; numcnn takes (N, C, H, W) images or "
                                   "(N, features)")
         if given is not None:
-            shape = tuple(int(d) for d in given)
+            try:
+                shape = tuple(given)
+                bad = any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in shape)
+            except TypeError:
+                bad = True
+            if bad:
+                raise ConfigError(f"from_onnx: input_shape must be one sample's shape as ints, "
+                                  f"e.g. (3, 32, 32), got {given!r}")
+            shape = tuple(int(d) for d in shape)
             if len(shape) != len(dims) - 1 or any(d < 1 for d in shape) or any(
                     d is not None and d > 0 and d != s for d, s in zip(dims[1:], shape)):
                 raise OnnxImportError(f"{self.path}: input_shape {shape} does not fit the "
