@@ -212,6 +212,7 @@ def _modern_layer_cases():
         "global avg pool": (lambda: GlobalAvgPool2D(), (6, 8, 5, 3)),
         "global max pool": (lambda: GlobalMaxPool2D(), (6, 8, 5, 3)),
         "upsample (2, 3)": (lambda: Upsample((2, 3)), (6, 8, 4, 4)),
+        "upsample bilinear": (lambda: Upsample(2, "bilinear"), (6, 8, 4, 5)),
         "elu": (lambda: ELU(0.7), (6, 8, 4, 4)),
         "gelu": (lambda: GELU(), (6, 8, 4, 4)),
         "gelu tanh": (lambda: GELU("tanh"), (6, 16)),

@@ -642,7 +642,9 @@ ARG_VALUES = st.one_of(SMALL, SMALL, SMALL, HUGE, st.lists(st.one_of(SMALL, HUGE
                                         "kaiming_normal", "bogus", [], {}]))
 ARG_NAMES = ["in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "bias",
              "in_features", "out_features", "num_features", "eps", "momentum", "p",
-             "negative_slope", "init", "dtype", "rng", "unknown"]
+             "negative_slope", "init", "dtype", "rng", "unknown", "groups", "output_padding",
+             "ceil_mode", "count_include_pad", "scale_factor", "mode", "align_corners", "alpha",
+             "approximate", "start_dim"]
 
 
 @st.composite
@@ -895,8 +897,14 @@ def test_architecture_file_deep_nesting_and_giant_numbers(tmp_path, text, ext):
     {"type": "BatchNorm1D", "num_features": 10 ** 12},
     {"type": "Conv2D", "in_channels": 1, "out_channels": 1, "kernel_size": 1, "padding": 10 ** 9},
     {"type": "MaxPool2D", "kernel_size": 200000, "padding": 100000},
+    {"type": "ConvTranspose2D", "in_channels": 1, "out_channels": 10 ** 12, "kernel_size": 3},
+    {"type": "ConvTranspose2D", "in_channels": 1, "out_channels": 1, "kernel_size": 1,
+     "stride": 10 ** 5},
+    {"type": "Upsample", "scale_factor": 10 ** 5},
+    {"type": "Conv2D", "in_channels": 1, "out_channels": 1, "kernel_size": 1,
+     "padding": [[0, 10 ** 9], [0, 0]]},
 ], ids=["conv-out-1e12", "conv-kernel-1e6", "dense-1e13", "dense-2^29", "bn-1e12", "pad-1e9",
-        "pool-pad-1e5"])
+        "pool-pad-1e5", "convT-out-1e12", "convT-stride-1e5", "upsample-1e5", "asym-pad-1e9"])
 @pytest.mark.parametrize("ext", [".json", ".toml"])
 def test_architecture_file_asking_for_terabytes_is_refused_before_allocating(tmp_path, spec, ext):
     arch = {"input_shape": [1, 8, 8], "layers": [spec]}

@@ -25,7 +25,7 @@ from numcnn.layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, ChannelPadShortc
                            layer_from_config, layer_to_config)
 from numcnn.losses import CrossEntropy
 from numcnn.model import Sequential
-from conftest import DTYPE_IDS, DTYPES, assert_close, to_numpy, tt
+from conftest import DTYPE_IDS, DTYPES, assert_close, tt
 
 
 # -- the PyTorch twin of a numcnn network ---------------------------------------------------------
@@ -527,9 +527,11 @@ def test_architecture_checks_reach_nested_layers_before_building():
         nio.check_architecture(_arch([{"type": "Residual", "body": [{"type": "ReLU"}, huge]}]), "f")
     with pytest.raises(ModelFileError, match=r"layer 0\.branches\.1\.0 .*'padding' is nan"):
         nio.check_architecture(_arch([{"type": "Concat", "branches": [
-            [{"type": "ReLU"}], [{"type": "MaxPool2D", "kernel_size": 2, "padding": float("nan")}]]}]), "f")
+            [{"type": "ReLU"}],
+            [{"type": "MaxPool2D", "kernel_size": 2, "padding": float("nan")}]]}]), "f")
     with pytest.raises(ModelFileError, match=r"dtype must be float32"):
-        nio.check_architecture(_arch([{"type": "Residual", "body": {"type": "Conv2D", "dtype": "int8"}}]), "f")
+        nio.check_architecture(_arch([{"type": "Residual",
+                                       "body": {"type": "Conv2D", "dtype": "int8"}}]), "f")
     deep = {"type": "ReLU"}
     for _ in range(40):
         deep = {"type": "Residual", "body": [deep]}
@@ -625,3 +627,121 @@ def test_the_graph_models_doc_example_runs_and_prints_what_it_says(capsys):
     assert re.search(r"\n3\.body\.0 +  Conv2D\(8, 8, kernel_size=3", out) and "7.branches.1.0" in out
     assert "['0.weight', '0.bias', '3.body.0.weight']" in out
     assert ns["model"].shapes()[-1][1] == (10,)
+
+
+# -- training: an interrupted run of a graph model resumes bit-identically ------------------------
+def _small_graph_model():
+    r = np.random.default_rng(0)
+    return Sequential([
+        Conv2D(1, 4, 3, padding=1, bias=False, rng=r), BatchNorm2D(4), ReLU(),
+        Residual([Conv2D(4, 4, 3, padding=1, bias=False, rng=r), BatchNorm2D(4), ReLU(),
+                  Dropout(0.2), Conv2D(4, 4, 3, padding=1, bias=False, rng=r), BatchNorm2D(4)]),
+        ReLU(), Concat([MaxPool2D(2), [Conv2D(4, 4, 3, stride=2, padding=1, rng=r), Dropout(0.1)]]),
+        Flatten(), Dense(8 * 4 * 4, 10, rng=r)], input_shape=(1, 8, 8))
+
+
+def test_an_interrupted_graph_model_run_resumes_bit_identically(tmp_path):
+    import os
+    import signal
+    import sys
+    import threading
+    from numcnn.training import Trainer
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs POSIX signals delivered to the main thread")
+    (xtr, ytr), (xte, yte) = numcnn.datasets.load("digits")
+    train, val = (xtr[:128], ytr[:128]), (xte[:50], yte[:50])
+
+    def trainer(out):
+        return Trainer(_small_graph_model(), optimizer="adam", lr=2e-3, schedule="cosine",
+                       epochs=3, batch_size=32, seed=3, out_dir=str(out), progress=False)
+
+    ref = trainer(tmp_path / "ref")
+    ref.fit(train, val)
+    first = trainer(tmp_path / "run")
+    real_step, count = first.optimizer.step, [0]
+
+    def step():                          # Ctrl-C in the middle of epoch 2
+        real_step()
+        count[0] += 1
+        if count[0] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first.optimizer.step = step
+    first.fit(train, val)
+    assert first.interrupted
+    second = trainer(tmp_path / "run")
+    second.fit(train, val, resume=str(tmp_path / "run" / "checkpoint.safetensors"))
+    for n, p in ref.model.named_parameters().items():
+        np.testing.assert_array_equal(second.model.named_parameters()[n].value, p.value, err_msg=n)
+    for n, b in ref.model.buffers().items():
+        np.testing.assert_array_equal(second.model.buffers()[n], b, err_msg=n)
+    assert [l._rng_state() for l in second.model.layers] == [l._rng_state() for l in ref.model.layers]
+    assert second.history["val_acc"] == ref.history["val_acc"]
+
+
+# -- hostile nested descriptions ------------------------------------------------------------------
+def _nested_spec():
+    conv = {"type": "Conv2D", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}
+    return {"input_shape": [1, 8, 8], "layers": [
+        {"type": "Conv2D", "in_channels": 1, "out_channels": 4, "kernel_size": 3, "padding": 1},
+        {"type": "Residual", "body": [dict(conv), {"type": "BatchNorm2D", "num_features": 4},
+                                      {"type": "ReLU"}, dict(conv)],
+         "shortcut": [{"type": "Identity"}]},
+        {"type": "Concat", "branches": [[{"type": "Identity"}],
+                                        [dict(conv), {"type": "Dropout", "p": 0.5}],
+                                        [{"type": "Residual", "body": [dict(conv)]}]]},
+        {"type": "Flatten"}, {"type": "Dense", "in_features": 768, "out_features": 10}]}
+
+
+def _nested_dicts(spec, out):
+    """Every layer dict of a description, nested ones too."""
+    out.append(spec)
+    for key in ("body", "shortcut", "branches"):
+        v = spec.get(key)
+        for item in (v if isinstance(v, list) else [v] if isinstance(v, dict) else []):
+            for inner in (item if isinstance(item, list) else [item]):
+                if isinstance(inner, dict):
+                    _nested_dicts(inner, out)
+    return out
+
+
+def test_nested_descriptions_with_forged_fields_build_or_say_what_is_wrong(tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from numcnn.cli import load_architecture
+    values = st.one_of(st.integers(-2, 16), st.sampled_from(
+        [2 ** 31, 10 ** 12, None, True, 0.5, float("nan"), "same", "bogus", [], {}, [[]], [{}],
+         {"type": "Conv2D"}, [{"type": "Residual"}], {"type": "Residual", "body": 3},
+         [[{"type": "Concat", "branches": [[{"type": "Conv2D", "in_channels": 4,
+                                             "out_channels": 10 ** 9, "kernel_size": 3}]]}]]]))
+    keys = st.sampled_from(["body", "shortcut", "branches", "type", "in_channels",
+                            "out_channels", "kernel_size", "padding", "stride", "num_features",
+                            "p", "rng", "dtype"])
+
+    @settings(max_examples=80, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def run(data):
+        spec = _nested_spec()
+        for _ in range(data.draw(st.integers(1, 3))):
+            target = data.draw(st.sampled_from(_nested_dicts(
+                spec["layers"][data.draw(st.integers(0, 4))], [])))
+            target[data.draw(keys)] = data.draw(values)
+        text = json.dumps(spec, allow_nan=True)
+        path = tmp_path / "arch.json"
+        path.write_text(text)
+        try:
+            model = load_architecture(str(path))
+        except ConfigError:
+            return
+        model.forward(np.zeros((2, 1, 8, 8), np.float32))     # what builds also runs
+        meta = nio.model_metadata(model)
+        meta["architecture"] = text
+        blob = nio.encode_safetensors(nio.model_tensors(model), meta)
+        (tmp_path / "m.safetensors").write_bytes(blob)
+        try:
+            numcnn.load(tmp_path / "m.safetensors")
+        except ModelFileError:
+            pass
+
+    run()

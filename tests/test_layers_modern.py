@@ -389,16 +389,22 @@ def test_global_pools_match_torch_for_any_size(hw, layout, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("scale", [1, 2, 3, (2, 3), (4, 1)])
+@pytest.mark.parametrize("mode,align_corners", [("nearest", None), ("bilinear", None),
+                                                ("bilinear", True)])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_upsample_nearest_matches_torch(scale, layout, dtype, rng):
-    x = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
-    layer = Upsample(scale)
+def test_upsample_matches_torch(scale, mode, align_corners, layout, dtype, rng):
+    shape = (2, 3, 4, 5) if scale != 3 else (1, 2, 1, 3)        # a 1-pixel-high map too
+    x = rng.standard_normal(shape).astype(dtype)
+    layer = Upsample(scale, mode, align_corners)
     y, g, dx = run_in_layout(layer, x, layout, rng=rng)
     sf = scale if isinstance(scale, int) else tuple(float(v) for v in scale)
-    ty, tdx, _ = torch_grads(lambda xt: nn.Upsample(scale_factor=sf, mode="nearest")(xt), x, g)
-    assert np.array_equal(y, ty)
+    ty, tdx, _ = torch_grads(lambda xt: nn.Upsample(scale_factor=sf, mode=mode,
+                                                    align_corners=align_corners)(xt), x, g)
+    if mode == "nearest":
+        assert np.array_equal(y, ty)
+    assert_close(y, ty, dtype, what="y")
     assert_close(dx, tdx, dtype, what="dx")
-    assert layer.output_shape((3, 4, 5)) == y.shape[1:]
+    assert layer.output_shape(shape[1:]) == y.shape[1:]
 
 
 # -- activations, erf, Flatten --------------------------------------------------------------------
@@ -509,7 +515,8 @@ NEW_LAYERS = [
     MaxPool2D(3, 2, ((1, 0), (0, 1)), dilation=1, ceil_mode=True),
     MaxPool2D(2, 1, 1, dilation=2),
     AvgPool2D(3, 2, 1, ceil_mode=True, count_include_pad=False),
-    GlobalAvgPool2D(), GlobalMaxPool2D(), Upsample((2, 3)), ELU(0.5), GELU("tanh"), SiLU(),
+    GlobalAvgPool2D(), GlobalMaxPool2D(), Upsample((2, 3)), Upsample(2, "bilinear", True),
+    ELU(0.5), GELU("tanh"), SiLU(),
     Flatten(2),
 ]
 
@@ -558,15 +565,22 @@ def test_model_file_with_new_layers_round_trips_and_old_metadata_still_loads(tmp
     model.save(tmp_path / "m.safetensors")
     loaded = numcnn.load(tmp_path / "m.safetensors")
     assert np.array_equal(loaded.predict(x), model.predict(x))
-    # the same file as an older numcnn wrote it: no new keys for the layers that had them
-    meta = nio.model_metadata(model)
+    # a model of the old layers, in a file as an older numcnn wrote it: none of the new keys
+    old = numcnn.Sequential([Conv2D(3, 4, 3, padding=1, rng=1), ReLU(), MaxPool2D(2),
+                             AvgPool2D(3, 1, 1), Flatten(), Dense(4 * 4 * 4, 3, rng=2)],
+                            input_shape=(3, 9, 9))
+    meta = nio.model_metadata(old)
     arch = json.loads(meta["architecture"])
+    new_keys = {"groups", "ceil_mode", "count_include_pad", "start_dim"}
+    assert {k for spec in arch["layers"] for k in spec} & new_keys == new_keys
     for spec in arch["layers"]:
-        if spec["type"] == "Conv2D" and spec["groups"] == 1:
-            del spec["groups"]
+        for k in new_keys | ({"dilation"} if spec["type"] == "MaxPool2D" else set()):
+            spec.pop(k, None)
     meta["architecture"] = json.dumps(arch)
-    (tmp_path / "old.safetensors").write_bytes(nio.encode_safetensors(nio.model_tensors(model), meta))
-    assert np.array_equal(numcnn.load(tmp_path / "old.safetensors").predict(x), model.predict(x))
+    (tmp_path / "old.safetensors").write_bytes(nio.encode_safetensors(nio.model_tensors(old), meta))
+    again = numcnn.load(tmp_path / "old.safetensors")
+    assert [layer_to_config(a) for a in again.layers] == [layer_to_config(b) for b in old.layers]
+    assert np.array_equal(again.predict(x), old.predict(x))
 
 
 def test_summary_counts_grouped_parameters_and_flops():
@@ -588,7 +602,7 @@ def _small_modern_net(rng_seed=0):
         Conv2D(4, 4, 3, stride=2, padding=1, groups=4, rng=rng_seed + 1), SiLU(),
         ConvTranspose2D(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2, rng=rng_seed + 2),
         ELU(), MaxPool2D(3, 2, 1, ceil_mode=True), AvgPool2D(2, 1, 1, count_include_pad=False),
-        Upsample(2), Conv2D(4, 3, 2, padding=((0, 1), (1, 0)), rng=rng_seed + 3),
+        Upsample(2, "bilinear"), Conv2D(4, 3, 2, padding=((0, 1), (1, 0)), rng=rng_seed + 3),
         GlobalAvgPool2D(), Dense(3, 3, rng=rng_seed + 4)], input_shape=(2, 6, 6))
 
 
@@ -603,7 +617,7 @@ def test_a_sequential_of_new_layers_matches_the_same_torch_model(rng):
         h = TF.elu(TF.conv_transpose2d(h, *p[4], stride=2, padding=1, output_padding=1, groups=2))
         h = TF.max_pool2d(h, 3, 2, 1, ceil_mode=True)
         h = TF.avg_pool2d(h, 2, 1, 1, count_include_pad=False)
-        h = TF.interpolate(h, scale_factor=2, mode="nearest")
+        h = TF.interpolate(h, scale_factor=2, mode="bilinear")
         h = TF.conv2d(TF.pad(h, (1, 0, 0, 1)), *p[9])
         return TF.linear(h.mean(dim=(2, 3)), *p[11])
     x = rng.standard_normal((3, 2, 6, 6))
@@ -632,6 +646,47 @@ def test_gradcheck_passes_for_a_model_of_the_new_layers():
     assert set(model.named_parameters()) <= set(report.errors)
 
 
+GRADCHECK_CASES = {
+    "Conv2D grouped asym": (lambda: Conv2D(4, 6, (3, 2), stride=(2, 1), padding=((0, 1), (2, 0)),
+                                           dilation=(1, 2), groups=2), (2, 4, 6, 5)),
+    "Conv2D depthwise same": (lambda: Conv2D(3, 3, 3, padding="same", groups=3), (2, 3, 5, 4)),
+    "ConvTranspose2D": (lambda: ConvTranspose2D(4, 2, 3, stride=2, padding=1, output_padding=1,
+                                                groups=2), (2, 4, 3, 4)),
+    "ConvTranspose2D op >= stride": (lambda: ConvTranspose2D(2, 2, 2, stride=1, output_padding=1,
+                                                             dilation=2), (2, 2, 3, 3)),
+    "MaxPool2D ceil dilation": (lambda: MaxPool2D(2, 2, 1, dilation=2, ceil_mode=True), (2, 2, 6, 5)),
+    "AvgPool2D exclude pad ceil": (lambda: AvgPool2D(3, 2, 1, ceil_mode=True,
+                                                     count_include_pad=False), (2, 2, 6, 5)),
+    "GlobalAvgPool2D": (GlobalAvgPool2D, (2, 3, 3, 4)),
+    "GlobalMaxPool2D": (GlobalMaxPool2D, (2, 3, 3, 4)),
+    "Upsample bilinear": (lambda: Upsample((2, 3), "bilinear"), (2, 2, 3, 3)),
+    "ELU": (ELU, (3, 7)), "GELU": (GELU, (3, 7)), "GELU tanh": (lambda: GELU("tanh"), (3, 7)),
+    "SiLU": (SiLU, (3, 7)),
+}
+
+
+@pytest.mark.parametrize("name", list(GRADCHECK_CASES))
+def test_gradcheck_passes_for_each_new_layer(name):
+    make, shape = GRADCHECK_CASES[name]
+    layer = make()
+    report = numcnn.gradcheck(layer, np.random.default_rng(1).standard_normal(shape))
+    assert report.max_rel_error < 1e-6, str(report)
+    assert "input" in report.errors and set(layer.named_parameters()) <= set(report.errors)
+
+
+def test_conv_transpose_first_in_a_model_skips_the_input_gradient_but_not_its_weights(rng):
+    model = numcnn.Sequential([ConvTranspose2D(2, 3, 2, stride=2, rng=0), GlobalAvgPool2D()])
+    model.astype(np.float64)
+    x = rng.standard_normal((2, 2, 3, 3))
+    g = rng.standard_normal((2, 3))
+    model.forward(x)
+    assert model.backward(g) is None
+    w, b = (param(p.value, np.float64) for p in model.parameters())
+    torch_grads(lambda xt: TF.conv_transpose2d(xt, w, b, 2).mean(dim=(2, 3)), x, g, w, b)
+    assert_close(model.layers[0].weight.grad, w.grad, np.float64, what="dW")
+    assert Upsample(2.0).scale_factor == (2, 2)
+
+
 # -- bad configurations --------------------------------------------------------------------------
 @pytest.mark.parametrize("make,match", [
     (lambda: Conv2D(6, 4, 3, groups=4), r"Conv2D\(6, 4.*groups=4 must divide both in_channels "
@@ -651,7 +706,8 @@ def test_gradcheck_passes_for_a_model_of_the_new_layers():
      r"the dilation \(1, 1\)"),
     (lambda: ConvTranspose2D(4, 6, 3, groups=4), r"ConvTranspose2D.*groups=4 must divide"),
     (lambda: Upsample(0), r"Upsample: scale_factor must be a positive int"),
-    (lambda: Upsample(2, mode="bicubic"), r"Upsample: mode must be 'nearest'.*ConvTranspose2D"),
+    (lambda: Upsample(2, mode="bicubic"), r"Upsample: mode must be 'nearest' or 'bilinear'.*ConvTranspose2D"),
+    (lambda: Upsample(2, align_corners=True), r"align_corners applies to mode='bilinear' only"),
     (lambda: GELU("fast"), r"GELU: approximate must be 'none' .* or 'tanh'"),
     (lambda: ELU(float("nan")), r"ELU: alpha must be a finite number"),
     (lambda: Flatten(0), r"Flatten: start_dim must be an int >= 1"),

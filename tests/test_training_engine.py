@@ -214,3 +214,14 @@ def test_predict_scales_uint8_images_like_the_training_floats():
     logits = model.forward(raw.astype(np.float32) / np.float32(255), training=False)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     np.testing.assert_allclose(p_raw, e / e.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_trainer_refuses_a_loss_without_reduction():
+    import pytest
+
+    import numcnn
+    from numcnn.errors import ConfigError
+    from numcnn.losses import CrossEntropy
+    from numcnn.training import Trainer
+    with pytest.raises(ConfigError, match="reduction"):
+        Trainer(numcnn.models.digits_cnn(), loss=CrossEntropy(reduction="none"))

@@ -20,7 +20,8 @@ from .pool import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d,
                    global_avg_pool2d_backward, global_max_pool2d, global_max_pool2d_backward,
                    max_pool2d_backward, max_pool2d_forward)
 from .special import erf
-from .upsample import upsample_nearest2d, upsample_nearest2d_backward
+from .upsample import (upsample_bilinear2d, upsample_bilinear2d_backward, upsample_nearest2d,
+                       upsample_nearest2d_backward)
 from ._util import conv_output_size, pads4, pair, pool_output_size
 
 __all__ = [n for n in dir() if not n.startswith("_")]

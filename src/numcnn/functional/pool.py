@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backend import get_array_module
 import numpy as np
 
+from ..backend import get_array_module
 from ._util import pads4, pool_output_size
 from .im2col import pad2d, unpad2d, window_slice
 

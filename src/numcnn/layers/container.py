@@ -171,6 +171,21 @@ def check_distinct(layers, owner):
     return seen
 
 
+def check_rng_state(state, depth=0):
+    """Raise TypeError/ValueError/KeyError unless ``state`` is a random state a layer could
+    take back: a NumPy generator's, or a container's ``{nested name: state}`` (checkpoints
+    are checked with this before the model is touched)."""
+    if isinstance(state, dict) and "bit_generator" not in state:
+        if depth >= MAX_DEPTH or not state:
+            raise ValueError("random states nested too deep, or empty")
+        for name, inner in state.items():
+            if not isinstance(name, str):
+                raise TypeError(f"a random state's layer name must be a string, got {name!r}")
+            check_rng_state(inner, depth + 1)
+        return
+    np.random.default_rng().bit_generator.state = state     # a throw-away generator
+
+
 def nesting_depth(layer):
     """1 for a plain layer, 1 + the deepest path for a container."""
     if not isinstance(layer, _Container):

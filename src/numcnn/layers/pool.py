@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
-from ._padding import parse_padding, show_padding
+from ._padding import parse_padding
 from .base import Layer, check_bool
 
 
@@ -40,7 +40,7 @@ class _Pool2D(Layer):
         if self.stride != self.kernel_size:
             s += f", stride={self.stride}"
         if self.pads != ((0, 0), (0, 0)):
-            s += f", padding={show_padding(self._padding_arg)}"
+            s += f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.ceil_mode:

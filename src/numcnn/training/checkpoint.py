@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-
 from ..errors import ModelFileError, StateError
 from ..io import load_checkpoint
+from ..layers.container import check_rng_state
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "images_per_s")
 
@@ -60,7 +59,7 @@ def check_checkpoint_info(info, path, n_layers):
         if not (isinstance(i, str) and i.isdigit() and int(i) < n_layers):
             raise bad(f"random state for layer {i!r}")
         try:
-            np.random.default_rng().bit_generator.state = st     # a throw-away generator
+            check_rng_state(st)                  # a generator's, or a block's by nested name
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             raise bad(f"random state for layer {i}") from None
     es = info.get("early_stopping", {})

@@ -116,6 +116,10 @@ class Trainer:
         if loss is not None and not isinstance(loss, CrossEntropy):
             raise ConfigError(f"loss must be a numcnn.losses.CrossEntropy (the classification "
                               f"loss numcnn trains with), got {loss!r}")
+        if loss is not None and loss.reduction != "mean":
+            raise ConfigError(f"the trainer reports and steps on the batch's mean loss: use "
+                              f"CrossEntropy(reduction='mean'), not {loss.reduction!r} (that one "
+                              "is for your own loops)")
         if isinstance(model.layers[-1], Softmax):
             raise ConfigError("the model ends in Softmax, but CrossEntropy takes raw logits (it "
                               "applies softmax itself, fused and stable): remove the last Softmax "
