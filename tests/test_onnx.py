@@ -140,7 +140,10 @@ def random_model(seed):
                 add(ConvTranspose2D(cin, r(2, 5), r(2, 4), stride=s_, padding=r(0, 2),
                                     output_padding=r(0, s_), groups=1, rng=seed))
             elif max(shape[1:]) < 14:
-                add(Upsample((r(1, 3), r(1, 3))))
+                mode = str(rng.choice(["nearest", "bilinear"]))
+                add(Upsample((r(1, 3), r(1, 3)), mode=mode,
+                             align_corners=(True if rng.random() < 0.5 else None)
+                             if mode == "bilinear" else None))
         if rng.random() < 0.6:
             add(BatchNorm2D(shape[0], eps=float(rng.choice([1e-5, 1e-3])),
                             momentum=float(rng.choice([0.1, 0.3]))))
@@ -205,6 +208,16 @@ def test_random_architectures_run_in_onnxruntime_like_numcnn(tmp_path, seed):
     for n in (1, 7):
         x = _x(model.input_shape, n, seed)
         assert_close_rel(ort_run(path, x), model.forward(x), f"seed {seed} batch {n}: {model}")
+
+
+@pytest.mark.parametrize("mode,align", [("nearest", None), ("bilinear", None), ("bilinear", True)])
+def test_upsample_modes_run_in_onnxruntime_and_round_trip(tmp_path, mode, align):
+    model = Sequential([Conv2D(2, 3, 3, padding=1, rng=0), Upsample((2, 3), mode=mode, align_corners=align),
+                        GlobalMaxPool2D()], input_shape=(2, 5, 4)).eval()
+    path = model.to_onnx(tmp_path / "m.onnx")
+    x = _x((2, 5, 4), 7)
+    assert_close_rel(ort_run(path, x), model.forward(x))
+    assert structure(numcnn.from_onnx(path).layers) == structure(model.layers)
 
 
 def test_float64_model_exports_float32_weights(tmp_path):
@@ -430,7 +443,9 @@ class TorchModern(torch.nn.Module):
                                   nn.ELU(0.5), nn.AvgPool2d(2, stride=1, padding=1, ceil_mode=True,
                                                             count_include_pad=False))
         self.up = nn.Sequential(nn.ConvTranspose2d(16, 6, 3, stride=2, padding=1, output_padding=1),
-                                nn.Upsample(scale_factor=2, mode="nearest"), nn.ReLU())
+                                nn.Upsample(scale_factor=2, mode="nearest"), nn.ReLU(),
+                                nn.Upsample(scale_factor=(2, 3), mode="bilinear"),
+                                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
 
     def forward(self, x):
@@ -649,9 +664,11 @@ UNSUPPORTED = {
     "pad-not-channels": ([helper.make_node("Pad", ["x", "p"], ["y"], name="pd")],
                          {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
                          ["Pad", "pd", "only zero channels appended"]),
-    "resize-linear": ([helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rz", mode="linear")],
-                      {"sc": np.array([1, 1, 2, 2], np.float32)},
-                      ["Resize", "rz", "mode 'linear'"]),
+    "resize-linear-asymmetric": ([helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rz",
+                                                   mode="linear",
+                                                   coordinate_transformation_mode="asymmetric")],
+                                 {"sc": np.array([1, 1, 2, 2], np.float32)},
+                                 ["Resize", "rz", "mode 'linear' with 'asymmetric'"]),
     "other-domain": ([helper.make_node("Relu", ["x"], ["y"], name="r", domain="com.example")], {},
                      ["domain 'com.example'"]),
     "softmax-over-channels-of-maps": ([helper.make_node("Softmax", ["x"], ["y"], axis=1, name="sm")],

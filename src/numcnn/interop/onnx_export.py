@@ -138,8 +138,13 @@ def convert_global_pool(g, layer, x, prefix):
 
 @converter(Upsample)
 def convert_upsample(g, layer, x, prefix):
-    # nearest with integer factors: output pixel i reads input floor(i / s) ("asymmetric")
     scales = g.const(f"{prefix}.scales", [1.0, 1.0, *map(float, layer.scale_factor)])
+    if layer.mode == "bilinear":
+        # PyTorch's coordinates: half_pixel (align_corners False), or corners matched
+        mode = "align_corners" if layer.align_corners else "half_pixel"
+        return g.node("Resize", [x, "", scales], prefix, mode="linear",
+                      coordinate_transformation_mode=mode)
+    # nearest with integer factors: output pixel i reads input floor(i / s) ("asymmetric")
     return g.node("Resize", [x, "", scales], prefix, mode="nearest",
                   coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 

@@ -908,8 +908,8 @@ SYNTHETIC = {"SiLU": _elementwise(SiLU), "Gelu": BUILDERS["Gelu"]}
 
 @builds("Resize")
 def _resize(ctx, node):
-    """Nearest-neighbour upsampling by integer factors, as torch.onnx.export writes
-    nn.Upsample(scale_factor=s): numcnn's Upsample."""
+    """Nearest or bilinear upsampling by integer factors, as torch.onnx.export writes
+    nn.Upsample(scale_factor=s, mode=...): numcnn's Upsample."""
     x = ctx.data(node)
     a = _attrs(node, {"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
                       "nearest_mode": "round_prefer_floor", "cubic_coeff_a": -0.75,
@@ -930,14 +930,20 @@ def _resize(ctx, node):
         raise _Unsupported(f"only integer upsampling of H and W is supported, got scales {f}")
     # integer factors: "asymmetric" reads input floor(i / s); half_pixel with round_prefer_floor
     # (ONNX's defaults) reads round((i + 0.5) / s - 0.5) = floor(i / s) too for whole s
+    ctm = a["coordinate_transformation_mode"]
+    factor = (int(f[2]), int(f[3]))
+    if a["mode"] == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        # PyTorch's bilinear: half_pixel (pytorch_half_pixel differs only for 1-pixel outputs,
+        # which upsampling by whole factors of a non-empty map never makes), or align_corners
+        return ctx.append(node, x, Upsample(factor, mode="bilinear",
+                                            align_corners=True if ctm == "align_corners" else None))
     ok = a["mode"] == "nearest" and (
-        (a["coordinate_transformation_mode"] == "asymmetric" and a["nearest_mode"] == "floor")
-        or (a["coordinate_transformation_mode"] == "half_pixel"
-            and a["nearest_mode"] == "round_prefer_floor"))
+        (ctm == "asymmetric" and a["nearest_mode"] == "floor")
+        or (ctm == "half_pixel" and a["nearest_mode"] == "round_prefer_floor"))
     if not ok:
-        raise _Unsupported(f"mode {a['mode']!r} with {a['coordinate_transformation_mode']!r} / "
-                           f"{a['nearest_mode']!r} is not numcnn's nearest upsampling")
-    ctx.append(node, x, Upsample((int(f[2]), int(f[3]))))
+        raise _Unsupported(f"mode {a['mode']!r} with {ctm!r} / {a['nearest_mode']!r} is neither "
+                           "numcnn's nearest nor its bilinear upsampling")
+    ctx.append(node, x, Upsample(factor))
 
 
 @builds("Softmax")
