@@ -355,3 +355,28 @@ def test_resnet_digits_on_cupy_trains_like_numpy_and_round_trips(tmp_path):
     assert all(isinstance(b, cupy.ndarray) for b in block.buffers().values())
     np.testing.assert_array_equal(back.predict(x), gpu.predict(x))
     assert all(type(p.value) is np.ndarray for p in back.to("cpu").parameters())
+
+
+def test_onnx_export_import_and_state_dict_on_cupy(tmp_path):
+    """A model on the GPU exports (weights fetched to the host), imports back onto the GPU under
+    numcnn.use("cupy"), and its state_dict (NumPy) loads into another GPU model."""
+    ort = pytest.importorskip("onnxruntime")
+    gpu = numcnn.models.resnet_digits().to("gpu").eval()
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    ref = cupy.asnumpy(gpu.forward(cupy.asarray(x)))
+    path = gpu.to_onnx(tmp_path / "m.onnx")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, rtol=1e-4, atol=1e-5)
+    numcnn.use("cupy")
+    try:
+        back = numcnn.from_onnx(path)
+    finally:
+        numcnn.use("numpy")
+    assert isinstance(back.parameters()[0].value, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(back.forward(cupy.asarray(x))), ref, rtol=1e-5, atol=1e-6)
+    sd = gpu.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in sd.values())
+    other = numcnn.models.resnet_digits(rng=5).to("gpu").eval()
+    other.load_state_dict(sd)
+    assert isinstance(other.layers[1].running_var, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(other.forward(cupy.asarray(x))), ref, rtol=1e-5, atol=1e-6)

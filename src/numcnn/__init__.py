@@ -22,6 +22,8 @@ from .gradcheck import gradcheck
 from .io import load_model as load
 from .model import Sequential
 from .parallel import get_num_threads, set_num_threads
+from . import interop  # noqa: E402  registers model.to_onnx / state_dict / load_state_dict
+from .interop import from_onnx
 
 
 
@@ -33,6 +35,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'numcnn' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "load", "load_architecture", "layers", "losses", "optim", "models",
-           "functional", "init", "gradcheck", "errors", "NumcnnError", "use", "io", "training",
-           "set_num_threads", "get_num_threads"]
+__all__ = ["Sequential", "load", "from_onnx", "load_architecture", "layers", "losses", "optim",
+           "models", "functional", "init", "gradcheck", "errors", "NumcnnError", "use", "io",
+           "training", "interop", "set_num_threads", "get_num_threads"]

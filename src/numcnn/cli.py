@@ -328,6 +328,8 @@ def build_parser():
     d = sub.add_parser("datasets", help="list the datasets numcnn knows by name")
     d.set_defaults(func=cmd_datasets)
 
+    from .interop import command as interop_command      # export / import (ONNX)
+    interop_command.add_parser(sub)
     from .web import command as web_command     # `numcnn serve`: the web app's own module
     web_command.add_parser(sub)
     return p

@@ -404,6 +404,18 @@ class Sequential:
         """Write this model to a ``.safetensors`` file (see :mod:`numcnn.io`)."""
         _entry_point("save")(self, path, **kw)
 
+    def to_onnx(self, path, **kw):
+        """Write an ONNX graph computing this model's eval-mode forward (numcnn.interop)."""
+        return _entry_point("to_onnx")(self, path, **kw)
+
+    def state_dict(self):
+        """``{name: array}`` in PyTorch ``nn.Sequential`` naming (numcnn.interop)."""
+        return _entry_point("state_dict")(self)
+
+    def load_state_dict(self, mapping, strict=True, name_map=None):
+        """Load PyTorch-named weights (see numcnn.interop.state_dict)."""
+        return _entry_point("load_state_dict")(self, mapping, strict=strict, name_map=name_map)
+
 
 def _no_walk(shape, prefix):
     return ()
