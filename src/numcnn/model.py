@@ -1,10 +1,12 @@
 """Sequential: layers chained one after another, and ``summary``."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .backend import current, get_array_module, keep_freed_memory, module, to_numpy
-from .errors import ConfigError, DTypeError, NumcnnError, ShapeError, StateError
+from .errors import ConfigError, DTypeError, InputRangeWarning, NumcnnError, ShapeError, StateError
 from .functional import softmax
 from .layers.activation import Softmax
 from .layers.base import Layer, layer_from_config, layer_to_config
@@ -110,6 +112,9 @@ class Sequential:
             raise ConfigError(f"Sequential: classes must be a list of names, got the string "
                               f"{classes!r}")
         self.classes = list(classes) if classes is not None else None
+        #: what the model was trained on (see numcnn.data.provenance), stored in model files
+        self.training_data = None
+        self._range_warned = False           # InputRangeWarning: once per model
         for i, layer in enumerate(layers):
             if getattr(layer, "seeded", True) is False:      # Dropout() without a seed: its own
                 layer.rng = np.random.default_rng(np.random.SeedSequence(0, spawn_key=(i,)))
@@ -157,6 +162,8 @@ class Sequential:
                                                                        "Sequential.forward")
         check_array(x, "Sequential.forward")
         keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
+        if not self._range_warned and isinstance(x, np.ndarray):
+            self._check_input_scale(x, "forward")
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
         if cnhw:
@@ -258,11 +265,53 @@ class Sequential:
                                  "images (0..255) or floats already scaled")
             x = xp.asarray(x).astype(dt) / dt.type(255)
         elif x.dtype.kind == "f":
+            if not self._range_warned and isinstance(x, np.ndarray):
+                self._check_input_scale(x, "predict")
             with np.errstate(over="ignore"):        # too-large values become inf: refused next
                 return xp.asarray(x).astype(dt, copy=False)     # floats are taken as prepared
         else:
             raise DTypeError(f"predict: expected image arrays of uint8 or float, got dtype {x.dtype}")
         return self._normalize(x)
+
+    def expected_input_range(self):
+        """``(low, high)`` of prepared input (what :meth:`forward` should get), from the stored
+        normalisation and the training data's raw value range; None when not known."""
+        rec = self.training_data if isinstance(self.training_data, dict) else {}
+        lo, hi = rec.get("value_range") or ((0, 255) if self.normalization is not None else (None, None))
+        if lo is None:
+            return None
+        if self.normalization is None:             # trained on floats taken as prepared
+            return (float(lo), float(hi)) if rec.get("dtype", "").startswith("float") else None
+        mean, std = (np.asarray(v, dtype=np.float64) for v in self.normalization)
+        a, b = (lo / 255.0 - mean) / std, (hi / 255.0 - mean) / std
+        return float(a.min()), float(b.max())
+
+    def _check_input_scale(self, x, where):
+        """Warn (once per model) when float input clearly is not on the prepared scale, e.g.
+        ``x / 255`` into a model whose training normalised by mean/std (its spread is a third
+        of what the model saw), or raw 0..255 floats (a hundred times too wide)."""
+        if x.dtype.kind != "f" or x.size == 0:
+            return
+        expected = self.expected_input_range()
+        if expected is None:
+            return
+        a, b = expected
+        width = b - a
+        sample = x.reshape(-1)[:: max(1, x.size // 65536)]     # a cheap look, not every pixel
+        with np.errstate(invalid="ignore"):
+            lo, hi = float(np.nanmin(sample)), float(np.nanmax(sample))
+        span = hi - lo
+        if not (width > 0 and np.isfinite(span) and span > 0):
+            return
+        if 0.35 * width <= span <= 3 * width and hi >= a + 0.25 * width and lo <= b - 0.25 * width:
+            return
+        self._range_warned = True
+        warnings.warn(InputRangeWarning(
+            f"{where}: the float input runs from {lo:.3g} to {hi:.3g}, but this model expects "
+            f"prepared input from about {a:.3g} to {b:.3g} (its training images scaled by 1/255 "
+            "and normalised with the stored mean/std). Pass raw uint8 images to predict/evaluate, "
+            "or model.prepare_input(raw_images) to forward; results on this input are unreliable "
+            "(said once per model)"), stacklevel=3)
 
     def _normalize(self, x):
         if self.normalization is None:
