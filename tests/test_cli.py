@@ -113,7 +113,9 @@ def test_train_resume_of_a_finished_run_changes_nothing(trained, tmp_path):
                                       "--no-progress", "--out", tmp_path, "--resume",
                                       out / "checkpoint.safetensors")
     assert rc == 0, stderr
-    after = nio.load_model(tmp_path / "model.safetensors")
+    assert "this run is already complete (2 epochs of 2 done; nothing changed)" in stdout
+    assert list(tmp_path.iterdir()) == []                 # nothing written, not even a lock
+    after = nio.load_model(out / "model.safetensors")
     assert all(np.array_equal(p.value, q.value) for p, q in zip(before.parameters(), after.parameters()))
 
 

@@ -209,10 +209,19 @@ def _gallery_size(path, longest=512):
 
 def cmd_convdemo(args):
     if args.gallery:
-        img = convdemo.sample_image(64, rgb=True) if args.gallery == "sample" else \
-            load_image(args.gallery, size=_gallery_size(args.gallery))
+        source = args.image if args.gallery == "sample" and args.image else args.gallery
+        if args.image and source != args.image:
+            raise ConfigError(f"--gallery {args.gallery} and --image {args.image} name two pictures; "
+                              "give one (--gallery IMAGE, or --gallery --image IMAGE)")
+        if any(v is not None for v in (args.kernel, args.stride, args.padding, args.bias)):
+            raise ConfigError("--kernel, --stride, --padding and --bias set up your own "
+                              "convolution with --image; the gallery applies its classic kernels "
+                              "(drop them, or drop --gallery)")
+        img = convdemo.sample_image(64, rgb=True) if source == "sample" else \
+            load_image(source, size=_gallery_size(source))
         path = convdemo.kernel_gallery(img, os.path.join(args.out, "kernels.png"))
-        _say(f"applied {len(convdemo.classic_kernels())} classic kernels: wrote {path}")
+        what = "the built-in picture" if source == "sample" else source
+        _say(f"applied {len(convdemo.classic_kernels())} classic kernels to {what}: wrote {path}")
         return 0
     own = {"--kernel": args.kernel, "--stride": args.stride, "--padding": args.padding,
            "--bias": args.bias}
@@ -230,9 +239,12 @@ def cmd_convdemo(args):
         x, weight, bias, stride, padding = convdemo.deck_example()
     steps, out = convdemo.conv_steps(x, weight, bias, stride, padding)
     if not args.quiet:
+        _say(convdemo.format_setup(x, weight, bias, stride, padding))
+        _say("")
         for s in steps:
             _say(convdemo.format_step(s))
             _say("")
+        _say(convdemo.format_volume(out))
     gif = os.path.join(args.out, "convdemo.gif")
     path, frames = convdemo.render_gif(x, weight, bias, stride, padding, gif)
     _say(f"output volume {out.shape[2]}x{out.shape[3]}x{out.shape[1]} (height x width x depth, as "
@@ -359,9 +371,10 @@ def build_parser():
             "--image runs it on your own small picture; --gallery applies classic kernels.")
     c.add_argument("--image", default=None, help="a small picture (at most 16x16 after padding) to "
                    "convolve instead of the deck's; colour is turned grey, and the kernel is the "
-                   "Laplacian edge detector '0 -1 0; -1 4 -1; 0 -1 0' unless --kernel is given")
+                   "8-neighbour Laplacian edge detector '-1 -1 -1; -1 8 -1; -1 -1 -1' unless "
+                   "--kernel is given")
     c.add_argument("--kernel", default=None, help="kernel rows, e.g. '0 -1 0; -1 4 -1; 0 -1 0' "
-                   "(default with --image: that Laplacian)")
+                   "(default with --image: the Laplacian above)")
     c.add_argument("--stride", type=int, default=None, help="with --image (default 1)")
     c.add_argument("--padding", type=int, default=None, help="with --image (default 0)")
     c.add_argument("--bias", type=float, default=None, help="with --image (default 0)")

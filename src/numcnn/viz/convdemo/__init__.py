@@ -30,9 +30,9 @@ Arrays follow PyTorch's layout: ``x`` is (N, C, H, W) and ``weight`` is (O, C, k
 from .gallery import apply_kernels, classic_kernels, kernel_gallery, sample_image
 from .gif import render_frames, render_gif
 from .steps import DECK_SEED, DEMO_MAX_VALUE, MAX_DEMO_SIZE, ConvStep, conv_steps, deck_example
-from .text import format_step
+from .text import format_setup, format_step, format_volume
 from .user import DemoResult, user_demo, user_demo_inputs
 
-__all__ = ["ConvStep", "DemoResult", "deck_example", "conv_steps", "format_step", "render_frames",
+__all__ = ["ConvStep", "DemoResult", "deck_example", "conv_steps", "format_step", "format_setup", "format_volume", "render_frames",
            "render_gif", "classic_kernels", "apply_kernels", "kernel_gallery", "sample_image",
            "user_demo", "user_demo_inputs", "MAX_DEMO_SIZE", "DEMO_MAX_VALUE", "DECK_SEED"]

@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...functional import pad2d
 from .steps import _check_conv_args, conv_steps
-from .text import _fmt, _pair_txt, _plus
+from .text import _fmt, _pair_txt, channel_exact, sum_equation
 
 
 CELL = 32
@@ -245,9 +245,8 @@ class _Painter:
                 f"col {st.x}   (stride {_pair_txt(self.stride)}, padding {_pair_txt(self.padding)})")
 
     def _formula(self, st):
-        sums = " + ".join(f"({_fmt(s)})" for s in st.channel_sums)
         return (f"o[:,:,{st.o}] at row {st.y}, col {st.x}  =  sum(window * W{st.o}) + b{st.o}",
-                f"= {sums}{_plus(st.bias)}  =  {_fmt(st.value)}")
+                "= " + sum_equation(st).replace(" = ", "  =  ").replace(" ~ ", "  ~  "))
 
     def _input_cell_style(self, c, i, j, in_window):
         hp, wp = self.xpad.shape[1:]
@@ -341,7 +340,8 @@ class _Painter:
                 self._grid(draw, p_left, top + self.label_h, st.products[c], self.w_p,
                            _COLORS["product"])
                 self._text(draw, (p_left + kw * self.w_p + 10, top + self.label_h + kh * self.cell_h / 2),
-                           "= " + _fmt(st.channel_sums[c]), self.f_head, _COLORS["text"])
+                           ("= " if channel_exact(st, c) else "~ ") + _fmt(st.channel_sums[c]),
+                           self.f_head, _COLORS["text"])
 
             cx, cy = self._out_cell(st.o, st.y, st.x)
             self._cell(draw, cx, cy, self.w_out, _COLORS["out_now"], _fmt(st.value), _COLORS["white"])
