@@ -86,11 +86,12 @@ def cmd_predict(args):
     for w in caught:
         if issubclass(w.category, NumcnnWarning):
             print(f"numcnn predict: warning: {w.message}", file=sys.stderr)
-    for path, why in failed:                  # the others are still predicted
-        print(f"numcnn predict: cannot read {why if path in why else f'{path}: {why}'}",
-              file=sys.stderr)
-    if images is None:
-        raise DataError("none of the images could be read")
+    why = [w if p in w else f"{p}: {w}" for p, w in failed]
+    if images is None:                        # nothing to predict: one error says it
+        raise DataError(why[0] if len(why) == 1 else
+                        f"none of the {len(why)} images could be read; the first: {why[0]}")
+    for w in why:                             # the others are still predicted
+        print(f"numcnn predict: cannot read {w}", file=sys.stderr)
     probs = model.predict(images)
     names = model.classes if model.classes and len(model.classes) == probs.shape[1] \
         else [str(i) for i in range(probs.shape[1])]

@@ -91,13 +91,15 @@ def image_files(paths):
 
 
 def to_training_range(images, rec):
-    """8-bit pictures (uint8, 0..255) brought to the model's training range: ``0..255 ->
+    """An 8-bit picture (uint8, 0..255) brought to the model's training range: ``0..255 ->
     lo..hi`` (rounded; uint8 when the range is whole numbers within 0..255, as the training
-    images were), e.g. 0..16 for ``digits``.  Without a record they are returned unchanged."""
+    images were), e.g. 0..16 for ``digits``.  A picture whose values already lie within
+    ``lo..hi`` (digits saved as they are stored, 0..16) is kept as it is.  Without a record it
+    is returned unchanged."""
     if rec is None:
         return images
     lo, hi = rec["value_range"]
-    if (lo, hi) == (0, 255) or hi <= lo:
+    if (lo, hi) == (0, 255) or hi <= lo or (images.min() >= lo and images.max() <= hi):
         return images
     scaled = images.astype(np.float64) * ((hi - lo) / 255.0) + lo
     if rec.get("dtype") == "uint8" and 0 <= lo and hi <= 255:
@@ -109,7 +111,8 @@ def load_images_for(model, paths):
     """Load image files (or the images in folders) ready for ``model.predict``.
 
     Each is converted to the model's channels and size, and brought to the value range its
-    training data had (:func:`to_training_range`).  A picture whose background is the opposite
+    training data had (:func:`to_training_range`; 0..255 pictures into a ``digits`` model
+    become 0..16, as its training images were).  A picture whose background is the opposite
     of the training images' (a black digit on white paper for a model trained on MNIST's white
     digits on black) gets a :class:`numcnn.errors.PolarityWarning`.
 
