@@ -64,17 +64,17 @@ def apply_kernels(image, kernels=None, border="zeros"):
     ring and an edge detector finds an "edge" all around the picture; ``border="edge"`` pads the
     image with copies of its border pixels first and then convolves with padding 0.
     """
-    img, layout = _as_image(image, "apply_kernels")
+    img, layout = _as_image(image, "kernel gallery")
     kernels = classic_kernels() if kernels is None else kernels
     if not isinstance(kernels, dict) or not kernels:
-        raise ConfigError("apply_kernels: kernels must be a non-empty dict {name: 2-D array}")
+        raise ConfigError("kernel gallery: kernels must be a non-empty dict {name: 2-D array}")
     if border not in ("zeros", "edge"):
-        raise ConfigError(f"apply_kernels: border must be 'zeros' or 'edge', got {border!r}")
+        raise ConfigError(f"kernel gallery: border must be 'zeros' or 'edge', got {border!r}")
     groups = {}
     for name, k in kernels.items():
-        k = _as_float(k, f"apply_kernels: kernel {name!r}")
+        k = _as_float(k, f"kernel gallery: kernel {name!r}")
         if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
-            raise ShapeError(f"apply_kernels: kernel {name!r} must be a 2-D array with odd sides "
+            raise ShapeError(f"kernel gallery: kernel {name!r} must be a 2-D array with odd sides "
                              f"(e.g. 3x3) so the output keeps the image's size; got shape {k.shape}")
         groups.setdefault(k.shape, []).append((name, k))
     c, h, w = img.shape

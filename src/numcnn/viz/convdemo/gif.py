@@ -58,7 +58,7 @@ def render_gif(x, weight, bias=None, stride=1, padding=0, path="convolution.gif"
         ``(path, number_of_frames)``; the deck example gives 18 frames.
     """
     if not frame_ms > 0:
-        raise ConfigError(f"render_gif: frame_ms must be a positive number of milliseconds, got {frame_ms}")
+        raise ConfigError(f"convolution demo GIF: frame_ms must be a positive number of milliseconds, got {frame_ms}")
     painter = _Painter(x, weight, bias, stride, padding)
     n = len(painter.steps)
     path = Path(path)
