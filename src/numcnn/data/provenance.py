@@ -61,7 +61,8 @@ def describe_training_data(x, dataset=None, classes=None, n_test=None, split="te
     lo, hi = (float(sample.min()), float(sample.max())) if x.size else (0.0, 0.0)
     if x.dtype.kind in "ui":                      # a whole-number range for integer pixels
         lo, hi = int(x.min()), int(x.max())
-    bg = float(np.median(background_level(sample, lo, hi))) if x.size else 0.0
+    # one flat value says nothing about a background
+    bg = float(np.median(background_level(sample, lo, hi))) if x.size and hi > lo else 0.5
     rec = {"dataset": None if dataset is None else str(dataset), "split": split,
            "n_train": int(len(x)), "n_test": None if n_test is None else int(n_test),
            "value_range": [lo, hi], "dtype": x.dtype.name,

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ..data.datasets import is_named, load_dataset
+from ..data.provenance import to_training_range
 from ..errors import ConfigError
 from .run import DEFAULTS, load_data
 
@@ -39,7 +40,8 @@ def data_for_model(model, data=None, split=None, image_size=None):
     ``mnist-5k`` for files without a record).  ``split``: ``"test"``, ``"train"`` or ``"all"``
     (both together); None: the recorded split.  Image folders are read with the model's class
     names (a folder holding only some of them is fine), its channels and its image size (unless
-    ``image_size`` says otherwise).
+    ``image_size`` says otherwise), and brought to the model's training value range
+    (:func:`numcnn.data.provenance.to_training_range`), as ``predict`` does with pictures.
 
     Returns ``(x, y, dataset, name, split)``.  ConfigError when the dataset's classes are not the
     model's, its images have another shape, or the recorded dataset is gone.
@@ -76,6 +78,9 @@ def data_for_model(model, data=None, split=None, image_size=None):
         x, y = xtr, ytr
     else:
         x, y = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
+    if not is_named(str(data)) and x.dtype == np.uint8 and x.size:
+        # a folder of 0..255 pictures for a model trained on 0..16 digits: its range, as predict
+        x = to_training_range(x, getattr(model, "training_data", None))
     if shape and tuple(x.shape[1:]) != tuple(shape):
         raise ConfigError(f"the model takes images of shape {tuple(shape)} but {data!r} has "
                           f"{tuple(x.shape[1:])}")
