@@ -269,8 +269,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or "default" in text or default in (None, False, argparse.SUPPRESS) \
-                or not action.option_strings:
+        if "%(default)" in text or "default" in text or default is None or default is False \
+                or default is argparse.SUPPRESS or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
@@ -313,8 +313,8 @@ def build_parser():
     t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs "
                    "(default: off)")
     t.add_argument("--out", default=None, help="output folder (default runs/<data>-<model>-<time>)")
-    t.add_argument("--resume", default=None, help="checkpoint to continue from (keeps its epochs and "
-                   "schedule unless --epochs is given)")
+    t.add_argument("--resume", default=None, help="checkpoint to continue from; keeps its epochs and "
+                   "schedule unless --epochs is given (default: a new run)")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bars (one line of results per epoch still)")
     t.set_defaults(func=cmd_train)
@@ -332,7 +332,8 @@ def build_parser():
                    "not results)")
     e.add_argument("--image-size", type=int, default=None, help="resize an image folder's pictures "
                    "to this size (default: the model's input size)")
-    e.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    e.add_argument("--json", default=None, help="also write the report as JSON to this file "
+                   "(default: not written)")
     e.set_defaults(func=cmd_evaluate)
 
     pr = add("predict", help="class probabilities for image files",
@@ -373,7 +374,7 @@ def build_parser():
     c.add_argument("--image", default=None, help="a small picture (at most 16x16 after padding) to "
                    "convolve instead of the deck's; colour is turned grey, and the kernel is the "
                    "8-neighbour Laplacian edge detector '-1 -1 -1; -1 8 -1; -1 -1 -1' unless "
-                   "--kernel is given")
+                   "--kernel is given (default: the deck's example)")
     c.add_argument("--kernel", default=None, help="kernel rows, e.g. '0 -1 0; -1 4 -1; 0 -1 0' "
                    "(default with --image: the Laplacian above)")
     c.add_argument("--stride", type=int, default=None, help="with --image (default 1)")
@@ -381,7 +382,7 @@ def build_parser():
     c.add_argument("--bias", type=float, default=None, help="with --image (default 0)")
     c.add_argument("--gallery", nargs="?", const="sample", default=None, metavar="IMAGE",
                    help="apply edge/sharpen/blur kernels to IMAGE (or to --image; a built-in "
-                   "picture if neither), side by side")
+                   "picture if neither), side by side (default: no gallery)")
     c.add_argument("--out", default="convdemo", help="output folder")
     c.add_argument("--quiet", action="store_true", help="don't print every step")
     c.set_defaults(func=cmd_convdemo)

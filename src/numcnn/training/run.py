@@ -260,8 +260,8 @@ class TrainingRun:
         if self._already_complete():
             return {"out": self.out, "history": self.resume_info.get("history"), "report": None,
                     "elapsed": 0.0, "interrupted": False, "complete": True}
-        check_writable_folder(self.out)          # a clear error before the lock makes the folder
         made = not os.path.exists(self.out)
+        check_writable_folder(self.out)          # a clear error before the lock makes the folder
         try:
             with RunFolderLock(self.out):
                 self._check_folder_free()
