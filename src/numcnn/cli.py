@@ -164,14 +164,19 @@ def cmd_plot(args):
     conv = first_conv(model)
     # everything is read and checked before the first PNG is written
     if args.image:
-        c, h, w = model.input_shape
-        image = load_image(args.image, size=(h, w), channels=c)[None]
+        image, _, failed = load_images_for(model, [args.image])
+        if failed:
+            raise DataError(failed[0][1])
+        shown = dict(image_name=os.path.basename(args.image))
     else:
-        xte, yte, ds, _, _ = data_for_model(model, args.data, args.split, args.image_size)
+        xte, yte, ds, name, split = data_for_model(model, args.data, args.split, args.image_size)
         if not 0 <= args.index < len(xte):
             raise ConfigError(f"--index must be in 0..{len(xte) - 1}")
         report = evaluate(model, xte, yte, class_names=model.classes or list(ds.classes))
         image = xte[args.index:args.index + 1]
+        names = model.classes or list(ds.classes)
+        shown = dict(image_name=f"{split} image {args.index} of {os.path.basename(name)}",
+                     true_class=names[int(yte[args.index])])
     if history is not None:
         written.append(plots.plot_history(history, os.path.join(out, "history.png")))
     if report is not None:
@@ -179,7 +184,8 @@ def cmd_plot(args):
                                             os.path.join(out, "confusion.png")))
     if conv is not None:
         written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
-        written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png")))
+        written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png"),
+                                               **shown))
     for p in written:
         _say(f"wrote {p}")
     return 0
@@ -198,9 +204,10 @@ def _parse_kernel(text):
     return np.array(rows, dtype=np.float64)
 
 
-def _gallery_size(path, longest=512):
-    """Shrink big photos before filtering: the gallery's tiles are ~340 pixels wide, and a 12 MP
-    picture took 22 s and 5 GB through every kernel."""
+def _gallery_size(path, longest=192):
+    """Shrink big photos before filtering: the gallery's tiles are ~340 pixels wide, so a 3x3
+    kernel on a bigger picture acts below what the eye sees (a blur looked like the original),
+    and a 12 MP picture took 22 s and 5 GB through every kernel."""
     if not Path(path).is_file():
         return None                      # load_image says what is wrong with it
     h, w = image_size(path)

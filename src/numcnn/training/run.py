@@ -87,7 +87,8 @@ def write_training_plots(model, history, report, x, out):
     conv = first_conv(model)
     if conv is not None:
         written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
-        written.append(plots.plot_feature_maps(model, x[:1], os.path.join(out, "feature_maps.png")))
+        written.append(plots.plot_feature_maps(model, x[:1], os.path.join(out, "feature_maps.png"),
+                                               image_name="test image 0"))
     return written
 
 

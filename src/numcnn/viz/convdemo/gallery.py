@@ -100,8 +100,9 @@ def kernel_gallery(image, path="kernels.png", kernels=None, figsize=None, dpi=10
     1 (identity, blurs, sharpen, emboss) keep the overall brightness and are shown on the image's
     own scale (clipped to it).  Kernels that add up to 0 (edge detect, Sobel) give 0 on flat areas
     and positive or negative values at edges, so their tile shows the *size* of the response,
-    ``|result|`` (averaged over colour channels), white for the strongest responses: bright =
-    edge.  The gallery pads with copies of the border pixels (``border="edge"`` in
+    ``|result|`` (averaged over colour channels) on one scale shared by all of them (white =
+    the strongest responses of any, at least a quarter of the image's range): bright = edge,
+    and a smooth picture's edge tiles stay dark.  The gallery pads with copies of the border pixels (``border="edge"`` in
     :func:`apply_kernels`) so the picture's frame doesn't show up as an edge.
 
     Args:
@@ -128,11 +129,15 @@ def kernel_gallery(image, path="kernels.png", kernels=None, figsize=None, dpi=10
     axes = fig.subplots(nrows, ncols, squeeze=False)
     tiles = [("original", None, img)] + [(name, np.asarray(kernels[name], dtype=float), r)
                                           for name, r in results.items()]
+    # one scale for every edge tile (not each its own), so the kernels compare honestly and a
+    # smooth picture's edge tiles stay dark instead of showing its noise magnified; never less
+    # than a quarter of the image's range, the size of a clear edge
+    mags = {name: np.abs(r).mean(axis=0) for name, k, r in tiles
+            if k is not None and abs(k.sum()) < 1e-9}
+    top = max([float(np.percentile(m, 99.5)) for m in mags.values()] + [0.25 * (hi - lo), 1e-12])
     for ax, (name, k, r) in zip(axes.ravel(), tiles):
-        if k is not None and abs(k.sum()) < 1e-9:
-            mag = np.abs(r).mean(axis=0)
-            top = float(np.percentile(mag, 99.5)) or float(mag.max()) or 1.0
-            ax.imshow(np.clip(mag / top, 0, 1), cmap="gray", vmin=0, vmax=1,
+        if name in mags:
+            ax.imshow(np.clip(mags[name] / top, 0, 1), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
             note = True
         else:
@@ -148,8 +153,9 @@ def kernel_gallery(image, path="kernels.png", kernels=None, figsize=None, dpi=10
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.suptitle("What classic 3x3 kernels highlight in an image\n"
-                 "(* kernels that add up to 0 find edges; their tiles show the size |result|, "
-                 "white = strongest)", fontsize=12)
+                 "* kernels that add up to 0 find edges: their tiles show the size |result|,\n"
+                 f"all on one shared scale (white = {top:.3g} or more); the others use the image's scale",
+                 fontsize=12)
     return _save(fig, path)
 
 
