@@ -420,7 +420,30 @@ class Sequential:
         fmt = lambda r: "  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(5))
         text = [f"input: {'x'.join(map(str, shape))}", fmt(rows[0]), line] + [fmt(r) for r in rows[1:]]
         text += [line, f"total: {total_p:,} parameters, {_human(total_f)} FLOPs per image (forward)"]
-        return "\n".join(text)
+        return Summary("\n".join(text))
+
+    def _repr_html_(self):
+        """A model shown in a notebook: a table of its layers (with output shapes and parameter
+        counts when the input shape is known)."""
+        import html
+        try:
+            shapes = [s for _, s in self.shapes()] if self.input_shape else None
+        except NumcnnError:
+            shapes = None
+        head = "<tr><th>#</th><th>layer</th>" + ("<th>output shape</th>" if shapes else "") + \
+            "<th>parameters</th></tr>"
+        rows, total = [], 0
+        for i, layer in enumerate(self.layers):
+            n = sum(int(np.prod(p.shape)) for p in layer.parameters())
+            total += n
+            shape = f"<td>{'x'.join(map(str, shapes[i]))}</td>" if shapes else ""
+            rows.append(f"<tr><td>{i}</td><td><code>{html.escape(repr(layer))}</code></td>{shape}"
+                        f"<td style='text-align:right'>{n:,}</td></tr>")
+        inp = f" on {'x'.join(map(str, self.input_shape))} inputs" if self.input_shape else ""
+        classes = f"; classes: {html.escape(', '.join(self.classes[:12]))}" \
+            f"{' ...' if len(self.classes) > 12 else ''}" if self.classes else ""
+        return (f"<p><b>Sequential</b>: {len(self.layers)} layers{inp}, {total:,} parameters"
+                f"{classes}</p><table>{head}{''.join(rows)}</table>")
 
     def __repr__(self):
         inner = ",\n".join(f"  {l!r}" for l in self.layers)
@@ -438,6 +461,18 @@ class Sequential:
     def save(self, path, **kw):
         """Write this model to a ``.safetensors`` file (see :mod:`numcnn.io`)."""
         _entry_point("save")(self, path, **kw)
+
+
+class Summary(str):
+    """:meth:`Sequential.summary`'s table: a ``str`` (print it) that a notebook shows as the
+    table itself, not as a quoted string full of ``\\n``."""
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_html_(self):
+        import html
+        return f"<pre>{html.escape(str(self))}</pre>"
 
 
 def _human(n):

@@ -405,3 +405,43 @@ def _font(size):
         return ImageFont.load_default(size=size)
     except TypeError:            # Pillow < 10.1: the small fixed-size bitmap font
         return ImageFont.load_default()
+
+
+class Animation:
+    """A GIF held in memory that a notebook plays inline (``_repr_html_``: an ``<img>`` with the
+    GIF embedded as base64; no JavaScript).  ``save(path)`` writes it; ``data`` is its bytes."""
+
+    def __init__(self, data: bytes, frames: int):
+        self.data, self.frames = data, frames
+
+    def _repr_html_(self):
+        import base64
+        return (f'<img src="data:image/gif;base64,{base64.b64encode(self.data).decode()}" '
+                f'alt="convolution, step by step ({self.frames} frames)"/>')
+
+    def save(self, path):
+        """Write the GIF to ``path`` (atomically) and return the path."""
+        from ...files import atomic_write
+        atomic_write(str(path), self.data)
+        return str(path)
+
+    def __repr__(self):
+        return f"<Animation: {self.frames} frames, {len(self.data):,} bytes of GIF>"
+
+
+def animate(x=None, weight=None, bias=None, stride=1, padding=0, frame_ms=600):
+    """The convolution as an :class:`Animation` that plays inline in a notebook.
+
+    Without arguments: the deck's example (:func:`deck_example`); otherwise as
+    :func:`render_gif`.  Nothing is written to disk (``.save(path)`` does that)."""
+    import os
+    import tempfile
+
+    if x is None:
+        from .steps import deck_example
+        x, weight, bias, stride, padding = deck_example()
+    with tempfile.TemporaryDirectory() as d:
+        path, frames = render_gif(x, weight, bias, stride, padding, os.path.join(d, "demo.gif"),
+                                  frame_ms)
+        with open(path, "rb") as f:
+            return Animation(f.read(), frames)
