@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -68,6 +67,13 @@ def test_resume_without_epochs_keeps_the_checkpoints_epochs_and_cosine_schedule(
     # a 2-epoch cosine schedule: 2e-3, then 2e-3 * (1 + cos(pi/2)) / 2 (a 30-epoch one would
     # still be at 1.99e-3: the schedule no longer climbs back up)
     assert hist["lr"] == pytest.approx([2e-3, 1e-3], rel=1e-12)
+
+
+def test_resuming_on_other_data_is_refused(resumed_run, tmp_path):
+    out, _ = resumed_run
+    rc, _, err = main_capture("train", "--data", "mnist-5k", "--model", "digits-cnn", "--out",
+                              tmp_path / "r", "--resume", out / "checkpoint.safetensors")
+    assert rc == 2 and "was trained on digits, not on mnist-5k; resume with --data digits" in err
 
 
 def test_resuming_a_finished_run_says_so_and_changes_nothing(resumed_run):

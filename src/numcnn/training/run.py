@@ -182,8 +182,10 @@ class TrainingRun:
     # -- setting up (reads data, builds the model; writes nothing) ------------------------------
     def prepare(self):
         """Load the data, build the model and the trainer, and check that they fit together."""
+        ck_data = None
         if self.resume is not None:
-            self.resume_info = load_checkpoint(self.resume)[2]     # refused here if not one
+            ck_model, _, self.resume_info = load_checkpoint(self.resume)   # refused if not one
+            ck_data = (ck_model.training_data or {}).get("dataset")
         ck = self.resume_info or {}
         if self.epochs is None:
             self.epochs = ck.get("epochs") or DEFAULTS["epochs"]
@@ -212,6 +214,10 @@ class TrainingRun:
         model.training_data = describe_training_data(
             xtr, dataset=ds.name if is_named(str(self.data)) else os.path.abspath(str(self.data)),
             classes=classes, n_test=len(ds.y_test))
+        if ck_data and ck_data != model.training_data["dataset"]:
+            raise ConfigError(f"--resume {self.resume} was trained on {ck_data}, not on "
+                              f"{self.data}; resume with --data {ck_data} (the same run), or "
+                              "start a new run")
         if model.input_shape and tuple(xtr.shape[1:]) != model.input_shape:
             raise ConfigError(f"model {self.model_spec!r} takes images of shape {model.input_shape} "
                               f"but {self.data!r} has {tuple(xtr.shape[1:])}")
