@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import ConfigError, ShapeError
-from .gif import render_gif
+from .gif import Animation, render_gif
 from .steps import DEMO_MAX_VALUE, MAX_DEMO_SIZE, _as_float, _check_conv_args, _check_stride_padding, conv_steps
 from .text import format_step
 
@@ -25,6 +25,14 @@ class DemoResult:
     path: str | None = None
     frames: int = 0
     _text: str | None = field(default=None, repr=False)
+
+    def _repr_html_(self):
+        """In a notebook: the animation when a GIF was written, else the steps as text."""
+        import html
+        if self.path:
+            with open(self.path, "rb") as f:
+                return Animation(f.read(), self.frames)._repr_html_()
+        return f"<pre>{html.escape(self.text())}</pre>"
 
     def text(self):
         """Every step as :func:`format_step` prints it, separated by blank lines."""
