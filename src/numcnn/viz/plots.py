@@ -284,7 +284,8 @@ def plot_filters(weight, path="filters.png", title=None, figsize=None, dpi=100):
     fig = _new_figure(figsize or (max(5.0, 2.1 * ncols + (0 if rgb else 1.2)), 2.1 * nrows + 1.0),
                       dpi, layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    how = "grey" if c == 1 else "RGB, each tile min-max scaled" if rgb else f"mean of {c} input channels"
+    how = "RGB, each tile min-max scaled" if rgb else \
+        ("" if c == 1 else f"mean of {c} input channels; ") + "red = positive, blue = negative"
     tiles = w if rgb else w.mean(axis=1)
     top = float(np.abs(tiles).max()) or 1.0
     image = None
