@@ -282,7 +282,7 @@ class TrainingRun:
         """A resumed checkpoint that finished every epoch: nothing to do, nothing to change."""
         ck = self.resume_info
         self.complete = bool(ck) and ck.get("batch") == 0 and not ck.get("partial") \
-            and ck.get("epoch", 0) >= self.epochs
+            and ck.get("epoch") == self.epochs      # more: refused by the restore, clearly
         if self.complete:
             self.log(f"this run is already complete ({_epochs(ck['epoch'])} of {self.epochs} done; "
                      f"nothing changed); to train longer, resume with --epochs {self.epochs + 10}, "
