@@ -167,3 +167,15 @@ def test_gallery_uses_the_image_given_with_image(tmp_path):
     rc, _, err = main_capture("convdemo", "--gallery", pic, "--image", tmp_path / "other.png",
                               "--out", tmp_path / "g")
     assert rc == 2 and "two pictures" in err
+
+
+def test_a_bad_history_file_is_named_not_the_plot_function(tmp_path):
+    from numcnn.models import digits_cnn
+    model = digits_cnn()
+    model.save(tmp_path / "m.safetensors")
+    (tmp_path / "h.json").write_text('{"epoch": [1, 2], "train_loss": [1]}')
+    rc, _, err = main_capture("plot", tmp_path / "m.safetensors", "--history", tmp_path / "h.json",
+                              "--data", "digits", "--out", tmp_path / "p")
+    assert rc == 2 and "plot_history" not in err
+    assert f"{tmp_path / 'h.json'}: not a training history numcnn can draw: 'train_loss' has 1 " \
+        "values but there are 2 epochs" in err

@@ -178,7 +178,11 @@ def cmd_plot(args):
         shown = dict(image_name=f"{split} image {args.index} of {os.path.basename(name)}",
                      true_class=names[int(yte[args.index])])
     if history is not None:
-        written.append(plots.plot_history(history, os.path.join(out, "history.png")))
+        try:
+            written.append(plots.plot_history(history, os.path.join(out, "history.png")))
+        except NumcnnError as exc:         # the file's fault: name it, not the function
+            raise DataError(f"{hist_path}: not a training history numcnn can draw: "
+                            f"{str(exc).removeprefix('plot_history: ')}") from None
     if report is not None:
         written.append(plots.plot_confusion(np.asarray(report["confusion_matrix"]), report["classes"],
                                             os.path.join(out, "confusion.png")))
