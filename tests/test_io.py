@@ -20,6 +20,9 @@ from numcnn.model import Sequential
 from numcnn.training import evaluate
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
+# these tests feed random normal numbers to models that carry normalisation statistics: not
+# images, so the "input off the expected scale" warning (tests/test_first_hour.py) is expected
+pytestmark = pytest.mark.filterwarnings("ignore::numcnn.errors.InputRangeWarning")
 
 
 def _warm_up(model, batches=3, seed=0):

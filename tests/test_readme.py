@@ -4,7 +4,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import warnings
+
 import numpy as np
+import pytest
+
+from numcnn.errors import InputRangeWarning
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -29,7 +34,19 @@ def test_readme_python_examples_run_in_order_and_do_what_their_comments_say(tmp_
     assert ns["model"].evaluate(ns["x_test"], ns["y_test"])["accuracy"] > 0.8   # one epoch learns
 
     before = [p.value.copy() for p in ns["model"].parameters()]
-    exec(compile(second, "README block 2", "exec"), ns)
+    model = ns["model"]
+    # what the old snippet did, x / 255 into a model fit normalised by mean/std: warned, and the
+    # loss of these 32 training images is several times the prepared one's
+    wrong = ns["x_train"][:32].astype("float32") / 255
+    with pytest.warns(InputRangeWarning, match="expects prepared input"):
+        wrong_loss = ns["numcnn"].losses.CrossEntropy().forward(model.forward(wrong, training=False),
+                                                                ns["y_train"][:32])
+    model._range_warned = False                     # the snippet's own forward must not warn
+    assert "model.prepare_input(x_train[:32])" in second
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        exec(compile(second, "README block 2", "exec"), ns)
+    assert ns["l"] < 0.35 and wrong_loss > 2 * ns["l"], (ns["l"], wrong_loss)
     x, y, logits = ns["x"], ns["y"], ns["logits"]
     assert x.dtype == np.float32 and x.shape == (32, 1, 28, 28) and y.shape == (32,)
     assert logits.shape == (32, 10)                                  # (N, classes)

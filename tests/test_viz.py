@@ -426,7 +426,8 @@ def test_plot_filters_grey_rgb_and_mean(tmp_path, in_channels):
 
 def test_plot_filters_takes_a_model_or_layer(tmp_path):
     model = models.lenet5()
-    assert png_size(viz.plot_filters(model, tmp_path / "m.png", dpi=50)) == (200, 175)
+    # 6 filters: 3x2 tiles of 2.1 inches, plus 1.2 inches for the colour bar (issue 16: bigger)
+    assert png_size(viz.plot_filters(model, tmp_path / "m.png", dpi=50)) == (375, 260)
     conv = Conv2D(3, 4, 3, rng=0)
     assert png_size(viz.plot_filters(conv, tmp_path / "l.png", figsize=(6, 3), dpi=50)) == (300, 150)
 

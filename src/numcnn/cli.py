@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +21,19 @@ import numpy as np
 from . import datasets, models
 from .architecture import load_architecture
 from .data.images import image_size, load_image
-from .errors import ConfigError, DataError, ModelFileError, NumcnnError
+from .data.provenance import load_images_for
+from .errors import ConfigError, DataError, ModelFileError, NumcnnError, NumcnnWarning
 from .io import load_model
 from .metrics import format_report
 from .parallel import launch
 from .training import evaluate
-from .training.run import DEFAULTS, RUN_FILES, TrainingRun, first_conv, load_data, write_json  # noqa: F401
+from .training.datasource import SPLITS, data_for_model
+from .training.run import DEFAULTS, RUN_FILES, TrainingRun, first_conv, write_json  # noqa: F401
 from .viz import convdemo, plots
 
 
 def _say(*a):
     print(*a, flush=True)
-
-
-# -- models --------------------------------------------------------------------------------------
-def _load_data(name, args, classes=None):
-    """The dataset ``name``; ``classes`` (a trained model's) fixes an image folder's labels."""
-    return load_data(name, getattr(args, "image_size", None), classes)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -49,6 +46,8 @@ def cmd_train(args):
                       out=args.out, resume=args.resume, threads=args.threads,
                       progress="lines" if args.no_progress else True, log=_say, argv=args.argv)
     result = run.run()
+    if result.get("complete"):
+        return 0
     if run.world is not None and not run.world.root:         # rank 0 reports for the job
         return launch.finished(run.world, 130 if result["interrupted"] else 0)
     if result["interrupted"]:
@@ -60,7 +59,8 @@ def cmd_train(args):
     _say("")
     _say(format_report(report))
     _say("")
-    _say(f"test accuracy {report['accuracy'] * 100:.2f}% after {len(history['epoch'])} epochs in "
+    n = len(history["epoch"])
+    _say(f"test accuracy {report['accuracy'] * 100:.2f}% after {n} epoch{'' if n == 1 else 's'} in "
          f"{result['elapsed']:.1f}s ({ips:,.0f} training images/s)")
     _say(f"model saved to {os.path.join(result['out'], 'model.safetensors')}")
     return launch.finished(run.world, 0)
@@ -68,14 +68,9 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     model = load_model(args.model)
-    ds = _load_data(args.data, args, model.classes)
-    (xtr, ytr), (xte, yte) = ds.splits
-    x, y = (xte, yte) if args.split == "test" else (xtr, ytr)
-    if model.input_shape and tuple(x.shape[1:]) != model.input_shape:
-        raise ConfigError(f"the model takes images of shape {model.input_shape} but {args.data!r} "
-                          f"has {tuple(x.shape[1:])}")
+    x, y, ds, name, split = data_for_model(model, args.data, args.split, args.image_size)
     report = evaluate(model, x, y, batch_size=args.batch_size, class_names=model.classes or list(ds.classes))
-    _say(f"{args.model} on {args.data} ({args.split} split)")
+    _say(f"{args.model} on {name} ({split} split{'s' if split == 'all' else ''}, {len(x):,} images)")
     _say(format_report(report))
     if args.json:
         write_json(report, args.json)
@@ -88,18 +83,32 @@ def cmd_predict(args):
         raise ModelFileError(f"{args.model}: the model has no input shape; cannot prepare images")
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
-    c, h, w = model.input_shape
-    images = np.stack([load_image(p, size=(h, w), channels=c) for p in args.images])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NumcnnWarning)
+        images, files, failed = load_images_for(model, args.images)
+    for w in caught:
+        if issubclass(w.category, NumcnnWarning):
+            print(f"numcnn predict: warning: {w.message}", file=sys.stderr)
+    why = [w if p in w else f"{p}: {w}" for p, w in failed]
+    if images is None:                        # nothing to predict: one error says it
+        raise DataError(why[0] if len(why) == 1 else
+                        f"none of the {len(why)} images could be read; the first: {why[0]}")
+    for w in why:                             # the others are still predicted
+        print(f"numcnn predict: cannot read {w}", file=sys.stderr)
     probs = model.predict(images)
     names = model.classes if model.classes and len(model.classes) == probs.shape[1] \
         else [str(i) for i in range(probs.shape[1])]
     k = min(args.top, probs.shape[1])
     rows = [[os.path.basename(p)] + [f"{names[j]} ({pr[j] * 100:.1f}%)" for j in np.argsort(-pr)[:k]]
-            for p, pr in zip(args.images, probs)]
+            for p, pr in zip(files, probs)]
     header = ["image", "prediction"] + [f"top{i + 1}" for i in range(1, k)]
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:                    # columns as wide as their widest cell
         _say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if failed:
+        print(f"numcnn predict: {len(failed)} of {len(failed) + len(files)} image(s) could not be "
+              "read (see above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -158,26 +167,32 @@ def cmd_plot(args):
     conv = first_conv(model)
     # everything is read and checked before the first PNG is written
     if args.image:
-        c, h, w = model.input_shape
-        image = load_image(args.image, size=(h, w), channels=c)[None]
+        image, _, failed = load_images_for(model, [args.image])
+        if failed:
+            raise DataError(failed[0][1])
+        shown = dict(image_name=os.path.basename(args.image))
     else:
-        ds = _load_data(args.data, args, model.classes)
-        (_, _), (xte, yte) = ds.splits
-        if model.input_shape and tuple(xte.shape[1:]) != model.input_shape:
-            raise ConfigError(f"the model takes images of shape {model.input_shape} but {args.data!r} "
-                              f"has {tuple(xte.shape[1:])}")
+        xte, yte, ds, name, split = data_for_model(model, args.data, args.split, args.image_size)
         if not 0 <= args.index < len(xte):
             raise ConfigError(f"--index must be in 0..{len(xte) - 1}")
         report = evaluate(model, xte, yte, class_names=model.classes or list(ds.classes))
         image = xte[args.index:args.index + 1]
+        names = model.classes or list(ds.classes)
+        shown = dict(image_name=f"{split} image {args.index} of {os.path.basename(name)}",
+                     true_class=names[int(yte[args.index])])
     if history is not None:
-        written.append(plots.plot_history(history, os.path.join(out, "history.png")))
+        try:
+            written.append(plots.plot_history(history, os.path.join(out, "history.png")))
+        except NumcnnError as exc:         # the file's fault: name it, not the function
+            raise DataError(f"{hist_path}: not a training history numcnn can draw: "
+                            f"{str(exc).removeprefix('plot_history: ')}") from None
     if report is not None:
         written.append(plots.plot_confusion(np.asarray(report["confusion_matrix"]), report["classes"],
                                             os.path.join(out, "confusion.png")))
     if conv is not None:
         written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
-        written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png")))
+        written.append(plots.plot_feature_maps(model, image, os.path.join(out, "feature_maps.png"),
+                                               **shown))
     for p in written:
         _say(f"wrote {p}")
     return 0
@@ -196,9 +211,10 @@ def _parse_kernel(text):
     return np.array(rows, dtype=np.float64)
 
 
-def _gallery_size(path, longest=512):
-    """Shrink big photos before filtering: the gallery's tiles are ~340 pixels wide, and a 12 MP
-    picture took 22 s and 5 GB through every kernel."""
+def _gallery_size(path, longest=192):
+    """Shrink big photos before filtering: the gallery's tiles are ~340 pixels wide, so a 3x3
+    kernel on a bigger picture acts below what the eye sees (a blur looked like the original),
+    and a 12 MP picture took 22 s and 5 GB through every kernel."""
     if not Path(path).is_file():
         return None                      # load_image says what is wrong with it
     h, w = image_size(path)
@@ -208,10 +224,19 @@ def _gallery_size(path, longest=512):
 
 def cmd_convdemo(args):
     if args.gallery:
-        img = convdemo.sample_image(64, rgb=True) if args.gallery == "sample" else \
-            load_image(args.gallery, size=_gallery_size(args.gallery))
+        source = args.image if args.gallery == "sample" and args.image else args.gallery
+        if args.image and source != args.image:
+            raise ConfigError(f"--gallery {args.gallery} and --image {args.image} name two pictures; "
+                              "give one (--gallery IMAGE, or --gallery --image IMAGE)")
+        if any(v is not None for v in (args.kernel, args.stride, args.padding, args.bias)):
+            raise ConfigError("--kernel, --stride, --padding and --bias set up your own "
+                              "convolution with --image; the gallery applies its classic kernels "
+                              "(drop them, or drop --gallery)")
+        img = convdemo.sample_image(64, rgb=True) if source == "sample" else \
+            load_image(source, size=_gallery_size(source))
         path = convdemo.kernel_gallery(img, os.path.join(args.out, "kernels.png"))
-        _say(f"applied {len(convdemo.classic_kernels())} classic kernels: wrote {path}")
+        what = "the built-in picture" if source == "sample" else source
+        _say(f"applied {len(convdemo.classic_kernels())} classic kernels to {what}: wrote {path}")
         return 0
     own = {"--kernel": args.kernel, "--stride": args.stride, "--padding": args.padding,
            "--bias": args.bias}
@@ -229,9 +254,12 @@ def cmd_convdemo(args):
         x, weight, bias, stride, padding = convdemo.deck_example()
     steps, out = convdemo.conv_steps(x, weight, bias, stride, padding)
     if not args.quiet:
+        _say(convdemo.format_setup(x, weight, bias, stride, padding))
+        _say("")
         for s in steps:
             _say(convdemo.format_step(s))
             _say("")
+        _say(convdemo.format_volume(out))
     gif = os.path.join(args.out, "convdemo.gif")
     path, frames = convdemo.render_gif(x, weight, bias, stride, padding, gif)
     _say(f"output volume {out.shape[2]}x{out.shape[3]}x{out.shape[1]} (height x width x depth, as "
@@ -248,84 +276,134 @@ def cmd_datasets(args):
 
 
 # -- parser --------------------------------------------------------------------------------------
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (argparse's ArgumentDefaultsHelpFormatter, but
+    quiet where the default is "not given" or the help already says it)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or "default" in text or default is None or default is False \
+                or default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="numcnn", description="Convolutional neural networks on NumPy: "
-                                "train, evaluate, predict and look inside.")
+                                "train, evaluate, predict and look inside.", formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version="numcnn 0.1.0")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    add = lambda name, **kw: sub.add_parser(name, formatter_class=_HelpFormatter, **kw)  # noqa: E731
 
-    t = sub.add_parser("train", help="train a model (default: LeNet-5 on the embedded MNIST 5k)",
-                       description="Train a CNN; writes checkpoints, the best and final model, "
-                       "history and plots under --out.")
+    t = add("train", help="train a model (default: LeNet-5 on the embedded MNIST 5k)",
+            description="Train a CNN; writes checkpoints, the best and final model, "
+            "history and plots under --out.")
     t.add_argument("--data", default=DEFAULTS["data"], help="dataset name (mnist-5k, digits, mnist, "
-                   "fashion-mnist, cifar10) or path (IDX/CIFAR folder, image folder, .npz); default %(default)s")
+                   "fashion-mnist, cifar10) or path (IDX/CIFAR folder, image folder, .npz)")
     t.add_argument("--model", default=DEFAULTS["model"], help=f"preset ({', '.join(models.PRESETS)}) or "
-                   ".json/.toml architecture; default %(default)s")
-    t.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    t.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["sgd", "adam", "adamw"])
+                   ".json/.toml architecture (examples/architectures/, "
+                   "docs/architecture-format.md)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training data (default {DEFAULTS['epochs']}; with --resume: "
+                   "the checkpoint's)")
+    t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per step")
+    t.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=["sgd", "adam", "adamw"],
+                   help="how the weights are updated")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default 0.05 for sgd, 2e-3 for adam/adamw)")
     t.add_argument("--momentum", type=float, default=None,
                    help=f"SGD momentum in [0, 1) (default {DEFAULTS['momentum']}; sgd only)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--schedule", default=DEFAULTS["schedule"], choices=["constant", "step", "cosine"])
+    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty on the weights")
+    t.add_argument("--schedule", default=None, choices=["constant", "step", "cosine"],
+                   help=f"learning-rate schedule over the epochs (default {DEFAULTS['schedule']}; "
+                   "with --resume: the checkpoint's)")
     t.add_argument("--shift", type=int, default=None, help="random-shift augmentation in pixels "
                    "(0: off; default about 1/14 of the image side: 2 for 28x28, 1 for 8x8)")
-    t.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
-    t.add_argument("--image-size", type=int, default=None, help="resize image folders to this size")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
+    t.add_argument("--flip", action="store_true", help="random horizontal flips, for photos (refused "
+                   "for digits: a mirrored 2 is no digit)")
+    t.add_argument("--image-size", type=int, default=None, help="resize image folders to this size "
+                   "(default: the pictures' own size)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the weights, shuffling and augmentation")
+    t.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs "
+                   "(default: off)")
     t.add_argument("--out", default=None, help="output folder (default runs/<data>-<model>-<time>)")
-    t.add_argument("--resume", default=None, help="checkpoint to continue from")
+    t.add_argument("--resume", default=None, help="checkpoint to continue from; keeps its epochs and "
+                   "schedule unless --epochs is given (default: a new run)")
     t.add_argument("--threads", type=int, default=None, help="threads per process (default: "
                    "NUMCNN_NUM_THREADS, else every usable core); see docs/parallel.md for mpiexec")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bars (one line of results per epoch still)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix of a model")
-    e.add_argument("model", help="a .safetensors model file")
-    e.add_argument("--data", default=DEFAULTS["data"])
-    e.add_argument("--split", default="test", choices=["test", "train"])
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--image-size", type=int, default=None)
-    e.add_argument("--json", default=None, help="also write the report as JSON here")
+    e = add("evaluate", help="accuracy, per-class metrics and confusion matrix of a model",
+            description="Evaluate a model file on a dataset: loss, accuracy, top-5, per-class "
+            "precision/recall/F1 and the confusion matrix. By default on the data the model was "
+            "trained on (recorded in the model file).")
+    e.add_argument("model", help="a .safetensors model file (e.g. runs/x/model.safetensors)")
+    e.add_argument("--data", default=None, help="dataset name or path (default: the one the model "
+                   "was trained on, as its file records; mnist-5k for older files)")
+    e.add_argument("--split", default=None, choices=list(SPLITS), help="which images: the test "
+                   "split, the training split, or all of them (default: the recorded split, test)")
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass (memory, "
+                   "not results)")
+    e.add_argument("--image-size", type=int, default=None, help="resize an image folder's pictures "
+                   "to this size (default: the model's input size)")
+    e.add_argument("--json", default=None, help="also write the report as JSON to this file "
+                   "(default: not written)")
     e.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="class probabilities for image files")
-    pr.add_argument("model")
-    pr.add_argument("images", nargs="+")
-    pr.add_argument("--top", type=int, default=3)
+    pr = add("predict", help="class probabilities for image files",
+             description="Class probabilities for image files. Each picture is converted to the "
+             "model's channels and size and brought to the value range of its training data "
+             "(e.g. 0..16 for digits); a picture that cannot be read is reported and the others "
+             "still predicted (exit status 1 at the end).")
+    pr.add_argument("model", help="a .safetensors model file")
+    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
+    pr.add_argument("--top", type=int, default=3, help="how many of the most likely classes to show")
     pr.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("summary", help="layers, output shapes, parameters and FLOPs")
+    s = add("summary", help="layers, output shapes, parameters and FLOPs")
     s.add_argument("model", help="a preset name, .json/.toml architecture or .safetensors model")
-    s.add_argument("--input-shape", default=None, help="C,H,W (e.g. 3,32,32)")
+    s.add_argument("--input-shape", default=None, help="C,H,W (e.g. 3,32,32; default: the model's own)")
     s.set_defaults(func=cmd_summary)
 
-    pl = sub.add_parser("plot", help="training curves, confusion matrix, filters and feature maps (PNG)")
-    pl.add_argument("model")
-    pl.add_argument("--data", default=DEFAULTS["data"])
+    pl = add("plot", help="training curves, confusion matrix, filters and feature maps (PNG)")
+    pl.add_argument("model", help="a .safetensors model file")
+    pl.add_argument("--data", default=None, help="dataset for the confusion matrix and feature maps "
+                    "(default: the one the model was trained on)")
+    pl.add_argument("--split", default=None, choices=list(SPLITS), help="which images (default: "
+                    "the recorded split, test)")
     pl.add_argument("--history", default=None, help="history.json (default: next to the model)")
-    pl.add_argument("--image", default=None, help="image file for the feature maps")
-    pl.add_argument("--index", type=int, default=0, help="test image for the feature maps")
-    pl.add_argument("--image-size", type=int, default=None)
+    pl.add_argument("--image", default=None, help="image file for the feature maps (default: "
+                    "image --index of the data)")
+    pl.add_argument("--index", type=int, default=0, help="which image of the data to show the "
+                    "feature maps of")
+    pl.add_argument("--image-size", type=int, default=None, help="resize an image folder's pictures "
+                    "(default: the model's input size)")
     pl.add_argument("--out", default=None, help="folder for the PNGs (default: the model's folder)")
     pl.set_defaults(func=cmd_plot)
 
-    c = sub.add_parser("convdemo", help="watch a convolution happen (the deck's demo) or apply classic kernels")
-    c.add_argument("--image", default=None, help="a small image (<= 16x16 after padding) to convolve instead of the deck's")
-    c.add_argument("--kernel", default=None, help="kernel rows, e.g. '0 -1 0; -1 4 -1; 0 -1 0'")
+    c = add("convdemo", help="watch a convolution happen (the deck's demo) or apply classic kernels",
+            description="Without options: the deck's convolution (5x5x3 input, padding 1, two "
+            "3x3x3 filters, stride 2), every output value as an equation, and an animated GIF. "
+            "--image runs it on your own small picture; --gallery applies classic kernels.")
+    c.add_argument("--image", default=None, help="a small picture (at most 16x16 after padding) to "
+                   "convolve instead of the deck's; colour is turned grey, and the kernel is the "
+                   "8-neighbour Laplacian edge detector '-1 -1 -1; -1 8 -1; -1 -1 -1' unless "
+                   "--kernel is given (default: the deck's example)")
+    c.add_argument("--kernel", default=None, help="kernel rows, e.g. '0 -1 0; -1 4 -1; 0 -1 0' "
+                   "(default with --image: the Laplacian above)")
     c.add_argument("--stride", type=int, default=None, help="with --image (default 1)")
     c.add_argument("--padding", type=int, default=None, help="with --image (default 0)")
     c.add_argument("--bias", type=float, default=None, help="with --image (default 0)")
     c.add_argument("--gallery", nargs="?", const="sample", default=None, metavar="IMAGE",
-                   help="apply edge/sharpen/blur kernels to IMAGE (a built-in picture if none), side by side")
-    c.add_argument("--out", default="convdemo", help="output folder (default %(default)s)")
+                   help="apply edge/sharpen/blur kernels to IMAGE (or to --image; a built-in "
+                   "picture if neither), side by side (default: no gallery)")
+    c.add_argument("--out", default="convdemo", help="output folder")
     c.add_argument("--quiet", action="store_true", help="don't print every step")
     c.set_defaults(func=cmd_convdemo)
 
-    d = sub.add_parser("datasets", help="list the datasets numcnn knows by name")
+    d = add("datasets", help="list the datasets numcnn knows by name")
     d.set_defaults(func=cmd_datasets)
 
     from .interop import command as interop_command      # export / import (ONNX)

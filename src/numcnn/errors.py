@@ -47,7 +47,21 @@ class StateError(NumcnnError):
     """An object was used in the wrong order (backward before forward, step without grads...)."""
 
 
+class NumcnnWarning(UserWarning):
+    """Base class of every warning numcnn gives: the result may be wrong though nothing failed."""
+
+
+class InputRangeWarning(NumcnnWarning):
+    """Input numbers are clearly not on the scale the model was trained on (e.g. x / 255 into a
+    model that expects normalised input, or 0..255 pictures into a 0..16 model)."""
+
+
+class PolarityWarning(NumcnnWarning):
+    """An image is dark-on-light where the training data was light-on-dark, or the reverse."""
+
+
 __all__ = [
+    "NumcnnWarning", "InputRangeWarning", "PolarityWarning",
     "NumcnnError", "ShapeError", "DTypeError", "NonFiniteError", "DeviceError", "ConfigError",
     "DataError",
     "DownloadError", "ModelFileError", "StateError",

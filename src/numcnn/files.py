@@ -46,7 +46,10 @@ def atomic_write(path, data: bytes):
         raise ConfigError(f"cannot write {path!r}: it is a folder; give a file name inside it")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = _temp_file(folder)
+    try:
+        fd, tmp = _temp_file(folder)
+    except OSError as exc:       # name the file asked for, not the hidden temporary one
+        raise type(exc)(exc.errno, f"{exc.strerror} (writing {path!r})") from None
     try:
         try:
             keep = os.stat(path).st_mode & 0o7777

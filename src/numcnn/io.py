@@ -6,7 +6,8 @@ Layout of a file written by :func:`save_model`:
   (``running_mean``, ``running_var``) of layer ``i``;
 * metadata (strings): ``format`` = ``numcnn/1``, ``architecture`` (JSON of
   ``Sequential.config()``), ``normalization`` (JSON ``{"mean": [...], "std": [...]}`` or ``null``),
-  ``classes`` (JSON list or ``null``);
+  ``classes`` (JSON list or ``null``), ``training_data`` (JSON: what the model was trained on,
+  see :mod:`numcnn.data.provenance`; absent in files written before it existed);
 * checkpoints add tensors ``optim.{i}.{name}`` (optimizer state) and metadata ``checkpoint``
   (JSON: epoch, batch, optimizer type/config/steps, history, random states).
 
@@ -116,7 +117,7 @@ def model_metadata(model) -> dict:
     rng = {str(i): l._rng_state() for i, l in enumerate(model.layers) if l._rng_state() is not None}
     return {"format": FORMAT, "architecture": json.dumps(model.config()),
             "normalization": json.dumps(norm), "classes": json.dumps(model.classes),
-            "rng": json.dumps(rng)}
+            "rng": json.dumps(rng), "training_data": json.dumps(getattr(model, "training_data", None))}
 
 
 def save_model(model, path, extra_tensors=None, extra_metadata=None):
@@ -196,10 +197,34 @@ def model_from_parts(tensors, meta, where):
     model.check_classes(classes, f"{where}: the file stores", error=ModelFileError,
                         advice="it was edited or damaged; use another model file")
     model.classes = classes
+    model.training_data = _check_training_data(_json_meta(meta, "training_data", where), where)
     _restore_rng_states(model, _json_meta(meta, "rng", where, default={}), where)
     if current() is not np:           # numcnn.use("cupy"): loaded models live on the GPU too
         model.to("gpu")
     return model
+
+
+def _check_training_data(rec, where):
+    """The ``training_data`` record (see :mod:`numcnn.data.provenance`): a dict with a dataset
+    name or path, a split, ``value_range`` [low, high] and class names, or None."""
+    if rec is None:
+        return None
+    ok = isinstance(rec, dict)
+    vr = rec.get("value_range") if ok else None
+    ok = ok and isinstance(vr, list) and len(vr) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in vr) \
+        and vr[0] <= vr[1]
+    ok = ok and isinstance(rec.get("dataset"), (str, type(None))) \
+        and isinstance(rec.get("split", "test"), str) and isinstance(rec.get("dtype", ""), str) \
+        and (rec.get("classes") is None or (isinstance(rec["classes"], list)
+                                            and all(isinstance(c, str) for c in rec["classes"])))
+    bg = rec.get("background", 0.0) if ok else None
+    ok = ok and isinstance(bg, (int, float)) and not isinstance(bg, bool) and np.isfinite(bg)
+    if not ok:
+        raise ModelFileError(f"{where}: the 'training_data' metadata is damaged "
+                             f"({str(rec)[:120]}); it must hold dataset, split, value_range "
+                             "[low, high] and classes")
+    return rec
 
 
 def _restore_rng_states(model, states, where):

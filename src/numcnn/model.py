@@ -1,10 +1,12 @@
 """Sequential: layers chained one after another, and ``summary``."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .backend import current, get_array_module, keep_freed_memory, module, to_numpy
-from .errors import ConfigError, DTypeError, NumcnnError, ShapeError, StateError
+from .errors import ConfigError, DTypeError, InputRangeWarning, NumcnnError, ShapeError, StateError
 from .functional import softmax
 from .layers.activation import Softmax
 from .layers.base import Layer, layer_from_config, layer_to_config
@@ -115,6 +117,9 @@ class Sequential:
         check_distinct(layers, "Sequential")     # nested positions too (Residual, Concat)
         for i, layer in enumerate(layers):       # Dropout() without a seed: its own, also nested
             seed_dropout(layer, (i,))
+        #: what the model was trained on (see numcnn.data.provenance), stored in model files
+        self.training_data = None
+        self._range_warned = False           # InputRangeWarning: once per model
         for layer in layers[1:]:
             layer.check_finite = False       # the model's input is checked once, at the front
         first = next((l for l in layers if hasattr(l, "needs_input_grad")), None)
@@ -159,6 +164,8 @@ class Sequential:
                                                                        "Sequential.forward")
         check_array(x, "Sequential.forward")
         keep_freed_memory()                        # reuse freed blocks (set once): numcnn.backend
+        if not self._range_warned and isinstance(x, np.ndarray):
+            self._check_input_scale(x, "forward")
         self._numcnn_shards = None
         if "parallel_forward" in _ENTRY_POINTS:    # every core: numcnn.parallel.threads
             out = _ENTRY_POINTS["parallel_forward"](self, x, training)
@@ -267,11 +274,53 @@ class Sequential:
                                  "images (0..255) or floats already scaled")
             x = xp.asarray(x).astype(dt) / dt.type(255)
         elif x.dtype.kind == "f":
+            if not self._range_warned and isinstance(x, np.ndarray):
+                self._check_input_scale(x, "predict")
             with np.errstate(over="ignore"):        # too-large values become inf: refused next
                 return xp.asarray(x).astype(dt, copy=False)     # floats are taken as prepared
         else:
             raise DTypeError(f"predict: expected image arrays of uint8 or float, got dtype {x.dtype}")
         return self._normalize(x)
+
+    def expected_input_range(self):
+        """``(low, high)`` of prepared input (what :meth:`forward` should get), from the stored
+        normalisation and the training data's raw value range; None when not known."""
+        rec = self.training_data if isinstance(self.training_data, dict) else {}
+        lo, hi = rec.get("value_range") or ((0, 255) if self.normalization is not None else (None, None))
+        if lo is None:
+            return None
+        if self.normalization is None:             # trained on floats taken as prepared
+            return (float(lo), float(hi)) if rec.get("dtype", "").startswith("float") else None
+        mean, std = (np.asarray(v, dtype=np.float64) for v in self.normalization)
+        a, b = (lo / 255.0 - mean) / std, (hi / 255.0 - mean) / std
+        return float(a.min()), float(b.max())
+
+    def _check_input_scale(self, x, where):
+        """Warn (once per model) when float input clearly is not on the prepared scale, e.g.
+        ``x / 255`` into a model whose training normalised by mean/std (its spread is a third
+        of what the model saw), or raw 0..255 floats (a hundred times too wide)."""
+        if x.dtype.kind != "f" or x.size == 0:
+            return
+        expected = self.expected_input_range()
+        if expected is None:
+            return
+        a, b = expected
+        width = b - a
+        sample = x.reshape(-1)[:: max(1, x.size // 65536)]     # a cheap look, not every pixel
+        with np.errstate(invalid="ignore"):
+            lo, hi = float(np.nanmin(sample)), float(np.nanmax(sample))
+        span = hi - lo
+        if not (width > 0 and np.isfinite(span) and span > 0):
+            return
+        if 0.35 * width <= span <= 3 * width and hi >= a + 0.25 * width and lo <= b - 0.25 * width:
+            return
+        self._range_warned = True
+        warnings.warn(InputRangeWarning(
+            f"{where}: the float input runs from {lo:.3g} to {hi:.3g}, but this model expects "
+            f"prepared input from about {a:.3g} to {b:.3g} (its training images scaled by 1/255 "
+            "and normalised with the stored mean/std). Pass raw uint8 images to predict/evaluate, "
+            "or model.prepare_input(raw_images) to forward; results on this input are unreliable "
+            "(said once per model)"), stacklevel=3)
 
     def _normalize(self, x):
         if self.normalization is None:
@@ -385,7 +434,30 @@ class Sequential:
         fmt = lambda r: "  ".join(r[c].ljust(widths[c]) if c < 3 else r[c].rjust(widths[c]) for c in range(5))
         text = [f"input: {'x'.join(map(str, shape))}", fmt(rows[0]), line] + [fmt(r) for r in rows[1:]]
         text += [line, f"total: {total_p:,} parameters, {_human(total_f)} FLOPs per image (forward)"]
-        return "\n".join(text)
+        return Summary("\n".join(text))
+
+    def _repr_html_(self):
+        """A model shown in a notebook: a table of its layers (with output shapes and parameter
+        counts when the input shape is known)."""
+        import html
+        try:
+            shapes = [s for _, s in self.shapes()] if self.input_shape else None
+        except NumcnnError:
+            shapes = None
+        head = "<tr><th>#</th><th>layer</th>" + ("<th>output shape</th>" if shapes else "") + \
+            "<th>parameters</th></tr>"
+        rows, total = [], 0
+        for i, layer in enumerate(self.layers):
+            n = sum(int(np.prod(p.shape)) for p in layer.parameters())
+            total += n
+            shape = f"<td>{'x'.join(map(str, shapes[i]))}</td>" if shapes else ""
+            rows.append(f"<tr><td>{i}</td><td><code>{html.escape(repr(layer))}</code></td>{shape}"
+                        f"<td style='text-align:right'>{n:,}</td></tr>")
+        inp = f" on {'x'.join(map(str, self.input_shape))} inputs" if self.input_shape else ""
+        classes = f"; classes: {html.escape(', '.join(self.classes[:12]))}" \
+            f"{' ...' if len(self.classes) > 12 else ''}" if self.classes else ""
+        return (f"<p><b>Sequential</b>: {len(self.layers)} layers{inp}, {total:,} parameters"
+                f"{classes}</p><table>{head}{''.join(rows)}</table>")
 
     def __repr__(self):
         inner = ",\n".join(f"  {l!r}" for l in self.layers)
@@ -419,6 +491,18 @@ class Sequential:
 
 def _no_walk(shape, prefix):
     return ()
+
+
+class Summary(str):
+    """:meth:`Sequential.summary`'s table: a ``str`` (print it) that a notebook shows as the
+    table itself, not as a quoted string full of ``\\n``."""
+
+    def __repr__(self):
+        return str(self)
+
+    def _repr_html_(self):
+        import html
+        return f"<pre>{html.escape(str(self))}</pre>"
 
 
 def _human(n):

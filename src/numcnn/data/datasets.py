@@ -146,6 +146,12 @@ def is_named(name: str) -> bool:
 
 
 def _unknown(name):
+    import difflib
+    near = difflib.get_close_matches(str(name).strip().lower(), list(_INFO) + list(_ALIASES), n=1,
+                                     cutoff=0.6)
+    if near:
+        return ConfigError(f"unknown dataset {name!r}: did you mean {_ALIASES.get(near[0], near[0])}? "
+                           f"(the names are {', '.join(available())}; a path must exist)")
     return ConfigError(f"unknown dataset {name!r}: it is neither one of the names "
                        f"{available()} nor an existing file or directory; pass one of those "
                        f"names or a path (IDX directory, CIFAR binary directory, image "

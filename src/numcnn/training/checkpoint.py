@@ -122,6 +122,7 @@ def restore_checkpoint(trainer, path, raw_images=None):
         for name, b in theirs.buffers().items():
             mine.set_buffer(name, xp.asarray(b))
     trainer.model.normalization = ck_model.normalization
+    trainer.model.training_data = ck_model.training_data or trainer.model.training_data
     for i, st in info.get("rng", {}).items():
         trainer.model.layers[int(i)]._set_rng_state(st)
     trainer.history = {k: list(info["history"].get(k, [])) for k in HISTORY_KEYS}

@@ -32,8 +32,10 @@ import numpy as np
 from .._version import __version__
 from ..architecture import build_model
 from ..data.augment import Augment
-from ..data.datasets import is_named, load_dataset
-from ..errors import ConfigError
+from ..data.datasets import DIGIT_CLASSES, is_named, load_dataset
+from ..data.provenance import describe_training_data
+from ..errors import ConfigError, NumcnnError
+from ..io import load_checkpoint
 from ..files import atomic_write, check_writable_folder
 from ..layers import Conv2D
 from ..parallel import launch
@@ -87,8 +89,26 @@ def write_training_plots(model, history, report, x, out):
     conv = first_conv(model)
     if conv is not None:
         written.append(plots.plot_filters(conv.weight.value, os.path.join(out, "filters.png")))
-        written.append(plots.plot_feature_maps(model, x[:1], os.path.join(out, "feature_maps.png")))
+        written.append(plots.plot_feature_maps(model, x[:1], os.path.join(out, "feature_maps.png"),
+                                               image_name="test image 0"))
     return written
+
+
+def _epochs(n):
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def _remove_if_empty(folder):
+    """Remove a run folder this run made when it holds nothing but the lock file (an
+    interrupted start must not leave an empty run behind)."""
+    try:
+        names = os.listdir(folder)
+        if set(names) <= {".lock"}:
+            for n in names:
+                os.remove(os.path.join(folder, n))
+            os.rmdir(folder)
+    except OSError:
+        pass
 
 
 class RunFolderLock:
@@ -136,11 +156,13 @@ class TrainingRun:
     ``runs/<data>-<model>-<time>``), ``resume`` a checkpoint to continue.  ``log(line)`` gets
     the lines the command prints (default: print); ``callback(event, info)`` the trainer's
     events; ``argv`` the command line, to suggest how to continue after an interruption.
+    ``epochs`` and ``schedule`` left as None are the defaults (30, cosine) for a new run and
+    the checkpoint's for a resumed one, so resuming continues the same run.
     """
 
-    def __init__(self, data=DEFAULTS["data"], model=DEFAULTS["model"], epochs=DEFAULTS["epochs"],
+    def __init__(self, data=DEFAULTS["data"], model=DEFAULTS["model"], epochs=None,
                  batch_size=DEFAULTS["batch_size"], optimizer=DEFAULTS["optimizer"], lr=None,
-                 momentum=None, weight_decay=0.0, schedule=DEFAULTS["schedule"], shift=None,
+                 momentum=None, weight_decay=0.0, schedule=None, shift=None,
                  flip=False, image_size=None, seed=0, patience=None, out=None, resume=None,
                  threads=None, progress=True, callback=None, log=None, argv=None):
         self.data, self.model_spec = data, model
@@ -156,6 +178,8 @@ class TrainingRun:
         self.model = self.trainer = self.dataset = self.world = None
         self.history = self.report = None
         self.interrupted = False
+        self.resume_info = None         # the checkpoint's training state, when resuming
+        self.complete = False           # resumed a run that had already finished
 
     # -- setting up (reads data, builds the model; writes nothing) ------------------------------
     def arguments(self) -> dict:
@@ -170,15 +194,42 @@ class TrainingRun:
         Sets the thread count and, under ``mpiexec``, joins the MPI job (rank 0 prints and
         writes; every rank trains its rows of each batch)."""
         self.world = launch.setup(self.threads)
+        ck_data = None
+        if self.resume is not None:
+            ck_model, _, self.resume_info = load_checkpoint(self.resume)   # refused if not one
+            ck_data = (ck_model.training_data or {}).get("dataset")
+        ck = self.resume_info or {}
+        if self.epochs is None:
+            self.epochs = ck.get("epochs") or DEFAULTS["epochs"]
+        if self.schedule is None:
+            self.schedule = ck.get("schedule") or DEFAULTS["schedule"]
         ds = self.dataset = load_data(self.data, self.image_size)
         (xtr, _), _ = ds.splits
         classes = list(ds.classes)
-        model = build_model(self.model_spec, xtr.shape[1:], len(classes), self.seed)
+        if self.flip and tuple(classes) == DIGIT_CLASSES:
+            raise ConfigError(f"--flip mirrors images left to right; {self.data!r} holds digits, "
+                              "and a mirrored 2 or 7 is no digit: drop --flip (it is for photos)")
+        try:
+            model = build_model(self.model_spec, xtr.shape[1:], len(classes), self.seed)
+        except NumcnnError as exc:
+            small = xtr.shape[-1] < 16 and self.model_spec in ("lenet5", "mnist-small", "cifar-vgg")
+            if not small:
+                raise
+            raise ConfigError(f"{exc}. {self.data!r} has {xtr.shape[-2]}x{xtr.shape[-1]} images, "
+                              f"too small for {self.model_spec!r}: use --model digits-cnn (made for "
+                              "8x8 digits)") from None
         k = model.num_outputs()
         if k is not None and k != len(classes):
             raise ConfigError(f"model {self.model_spec!r} has {k} outputs but {self.data!r} has "
                               f"{len(classes)} classes; make its last layer output {len(classes)}")
         model.classes = classes
+        model.training_data = describe_training_data(
+            xtr, dataset=ds.name if is_named(str(self.data)) else os.path.abspath(str(self.data)),
+            classes=classes, n_test=len(ds.y_test))
+        if ck_data and ck_data != model.training_data["dataset"]:
+            raise ConfigError(f"--resume {self.resume} was trained on {ck_data}, not on "
+                              f"{self.data}; resume with --data {ck_data} (the same run), or "
+                              "start a new run")
         if model.input_shape and tuple(xtr.shape[1:]) != model.input_shape:
             raise ConfigError(f"model {self.model_spec!r} takes images of shape {model.input_shape} "
                               f"but {self.data!r} has {tuple(xtr.shape[1:])}")
@@ -226,23 +277,48 @@ class TrainingRun:
         """
         if self.trainer is None:
             self.prepare()
+        if self._already_complete():
+            return {"out": self.out, "history": self.resume_info.get("history"), "report": None,
+                    "elapsed": 0.0, "interrupted": False, "complete": True}
         if self.world is not None and not self.world.root:
             return self._train()                 # only rank 0 owns (and writes) the folder
+        made = not os.path.exists(self.out)
         check_writable_folder(self.out)          # a clear error before the lock makes the folder
-        with RunFolderLock(self.out):
-            self._check_folder_free()
-            launch.write_run_json(self.out, launch.run_record(
-                self.arguments(), self.argv, self.dataset, self.world, __version__))
-            return self._train()
+        try:
+            with RunFolderLock(self.out):
+                self._check_folder_free()
+                launch.write_run_json(self.out, launch.run_record(
+                    self.arguments(), self.argv, self.dataset, self.world, __version__))
+                return self._train()
+        except BaseException:                     # a second Ctrl-C, an error in the first epoch
+            if made:
+                _remove_if_empty(self.out)
+            raise
+
+    def _already_complete(self):
+        """A resumed checkpoint that finished every epoch: nothing to do, nothing to change."""
+        ck = self.resume_info
+        self.complete = bool(ck) and ck.get("batch") == 0 and not ck.get("partial") \
+            and ck.get("epoch") == self.epochs      # more: refused by the restore, clearly
+        if self.complete:
+            self.log(f"this run is already complete ({_epochs(ck['epoch'])} of {self.epochs} done; "
+                     f"nothing changed); to train longer, resume with --epochs {self.epochs + 10}, "
+                     "say")
+        return self.complete
 
     def _train(self):
         (xtr, ytr), (xte, yte) = self.dataset.splits
         trainer, log = self.trainer, self.log
         log(f"numcnn train: {self.model_spec} on {self.data} ({len(xtr):,} train / {len(xte):,} "
-            f"test images of {'x'.join(map(str, xtr.shape[1:]))}), {self.epochs} epochs, batch "
+            f"test images of {'x'.join(map(str, xtr.shape[1:]))}), {_epochs(self.epochs)}, batch "
             f"{self.batch_size}, {type(trainer.optimizer).__name__} lr {trainer.optimizer.lr:g}, "
             f"{self.schedule} schedule")
         log(f"output folder: {self.out}" + (f"; {self.world.size} processes (MPI)" if self.world else ""))
+        ck = self.resume_info
+        if ck:
+            at = ck["epoch"] + 1
+            within = f", step {ck['batch'] + 1}" if ck.get("batch") else ""
+            log(f"resuming at epoch {at}{within} of {self.epochs} (from {self.resume})")
         t0 = time.perf_counter()
         self.history = trainer.fit((xtr, ytr), (xte, yte), resume=self.resume)
         elapsed = time.perf_counter() - t0

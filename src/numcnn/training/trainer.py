@@ -25,6 +25,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..data.loader import DataLoader, compute_normalization
+from ..data.provenance import describe_training_data
 from ..errors import ConfigError, NonFiniteError, StateError
 from ..files import atomic_write, check_writable_folder
 from ..io import save_model
@@ -193,6 +194,10 @@ class Trainer:
             # the model's (mean, std) apply to raw uint8 images, here as in predict/evaluate
             # (Sequential.prepare_input); float images are taken as already prepared
             raw = x.dtype == np.uint8
+            if getattr(model, "training_data", None) is None and resume is None:
+                # what the model learned from, stored in its file (numcnn.data.provenance)
+                model.training_data = describe_training_data(
+                    x, classes=model.classes, n_test=None if val is None else len(val[1]))
             if raw and model.normalization is None:
                 model.normalization = compute_normalization(x)
             loader = DataLoader(x, y, self.batch_size, shuffle=True, seed=self.seed,

@@ -2,7 +2,9 @@
 
 Every function draws on its own ``matplotlib.figure.Figure`` with the Agg (file-only) canvas, so
 nothing opens a window, nothing needs a display, and no figure is left behind in memory.  Each
-writes one PNG of ``figsize * dpi`` pixels and returns its path.
+writes one PNG of ``figsize * dpi`` pixels and returns its path, a :class:`PlotPath` (a ``str``
+that a Jupyter notebook shows as the picture).  With ``path=None`` nothing is written and the
+``Figure`` itself is returned (it shows inline in a notebook too).
 
 * :func:`plot_history`: loss and accuracy per epoch, training against validation.
 * :func:`plot_confusion`: which classes get mistaken for which.
@@ -18,6 +20,8 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..errors import ConfigError, ShapeError
+from ..functional import softmax
+from ..layers.activation import Softmax
 
 __all__ = ["plot_history", "plot_confusion", "plot_filters", "plot_feature_maps"]
 
@@ -32,11 +36,46 @@ def _new_figure(figsize, dpi, layout=None):
     return fig
 
 
+class PlotPath(str):
+    """The path of a PNG just written: a plain ``str``, which a notebook displays as the
+    picture (``_repr_png_`` reads the file back)."""
+
+    def _repr_png_(self):
+        try:
+            with open(self, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+
+def _figure_png(fig):
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=fig.dpi, format="png", facecolor="white")
+    return buf.getvalue()
+
+
+def _show_figures_inline():
+    """In IPython/Jupyter, display numcnn's Agg figures as PNG (matplotlib's inline backend
+    does so only once pyplot has been imported)."""
+    import sys
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        from matplotlib.figure import Figure
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _figure_png)
+
+
 def _save(fig, path):
+    """Write ``fig`` to ``path`` and return a :class:`PlotPath`; ``path=None``: return the
+    Figure (for a notebook or further drawing), nothing written."""
+    if path is None:
+        _show_figures_inline()
+        return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=fig.dpi, format="png", facecolor="white")
-    return str(path)
+    return PlotPath(str(path))
 
 
 def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
@@ -71,8 +110,16 @@ def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
 
     from matplotlib.ticker import MaxNLocator
 
-    fig = _new_figure(figsize, dpi)
+    fig = _new_figure(figsize, dpi, layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
+    lr = series.get("lr")
+    ax_lr = None
+    if lr is not None and np.nanmax(lr) > np.nanmin(lr) > 0:
+        ax_lr = ax_loss.twinx()
+        ax_lr.plot(epochs, lr, ":", color="grey", label="learning rate (right axis)")
+        ax_lr.set_yscale("log")
+        ax_lr.set_ylabel("learning rate", color="grey")
+        ax_lr.tick_params(axis="y", colors="grey")
     for ax, what, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
         drawn = False
         for split, style, colour in (("train", "-", "tab:blue"), ("val", "--", "tab:orange")):
@@ -90,21 +137,24 @@ def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
         ax.set_title(label.capitalize())
         ax.grid(alpha=0.3)
         if drawn:
-            ax.legend(loc="best", fontsize=9)
+            handles, labels = ax.get_legend_handles_labels()
+            if ax is ax_loss and ax_lr is not None:        # the learning rate in the same legend
+                more = ax_lr.get_legend_handles_labels()
+                handles, labels = handles + more[0], labels + more[1]
+            # below the panel, so no line ever runs under it
+            ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      ncol=len(labels), fontsize=9, frameon=False)
         else:
             ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center",
                     transform=ax.transAxes, color="grey")
     acc = [series[k] for k in ("train_acc", "val_acc") if k in series]
-    if acc and np.nanmax(np.concatenate(acc)) <= 1.0:
-        ax_acc.set_ylim(min(0.0, np.nanmin(np.concatenate(acc))) - 0.02, 1.02)
-    lr = series.get("lr")
-    if lr is not None and np.nanmax(lr) > np.nanmin(lr) > 0:
-        ax_lr = ax_loss.twinx()
-        ax_lr.plot(epochs, lr, ":", color="grey", label="learning rate")
-        ax_lr.set_yscale("log")
-        ax_lr.set_ylabel("learning rate", color="grey")
-        ax_lr.tick_params(axis="y", colors="grey")
-    fig.tight_layout()
+    values = np.concatenate(acc) if acc else np.array([])
+    values = values[np.isfinite(values)]
+    if values.size and values.max() <= 1.0:
+        # zoomed to the data (0.95..1.0 when every value is high), not 0..1, which flattened it
+        lo, hi = float(values.min()), float(values.max())
+        pad = max(0.1 * (hi - lo), 0.005)
+        ax_acc.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) + (0.002 if hi >= 1.0 else 0))
     return _save(fig, path)
 
 
@@ -206,24 +256,25 @@ def _bounded_figsize(figsize, dpi, where):
 
 
 def plot_filters(weight, path="filters.png", title=None, figsize=None, dpi=100):
-    """The first convolution layer's kernels, one small picture per filter.
+    """The first convolution layer's kernels, one picture per filter, with a value scale.
 
     Args:
         weight: ``(out_channels, in_channels, kh, kw)`` array, or a Conv2D layer, or a model (its
             first Conv2D layer is used).
-        path: the PNG to write.
+        path: the PNG to write (None: return the Figure).
         title: the figure's title (a default names the shape).
-        figsize: inches; by default 1.3 inches per tile, as square a grid as possible.
+        figsize: inches; by default 2.1 inches per tile, as square a grid as possible, plus
+            room for the colour bar.
         dpi: the picture is ``figsize * dpi`` pixels.
 
-    How each tile is coloured: with 1 input channel the kernel is grey (black = its smallest
-    weight, white = its largest); with 3 input channels it is an RGB picture, the three channels
-    min-max scaled together to 0..1; with any other number of input channels the mean over input
-    channels is shown in grey.  Each tile is scaled on its own, so it shows the filter's pattern,
-    not its size.
+    How each tile is coloured: with 1 input channel (or the mean over input channels, for
+    other than 3) every filter shares one diverging scale, red = positive weight, blue =
+    negative, white = 0, and the colour bar gives the values, so tiles compare in size as well
+    as in pattern.  With 3 input channels each tile is an RGB picture with its three channels
+    min-max scaled together (the colour bar then does not apply and is left out).
 
     Returns:
-        ``path`` as a string.
+        ``path`` as a :class:`PlotPath` (or the Figure).
     """
     w = _first_conv_weight(weight)
     if w.ndim != 4:
@@ -231,30 +282,37 @@ def plot_filters(weight, path="filters.png", title=None, figsize=None, dpi=100):
     n, c = w.shape[:2]
     ncols = math.ceil(math.sqrt(n)) if n <= 16 else 8
     nrows = math.ceil(n / ncols)
-    fig = _new_figure(figsize or (max(4.0, 1.3 * ncols), 1.3 * nrows + 0.9), dpi)
+    rgb = c == 3
+    fig = _new_figure(figsize or (max(5.0, 2.1 * ncols + (0 if rgb else 1.2)), 2.1 * nrows + 1.0),
+                      dpi, layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-    how = "grey" if c == 1 else "RGB" if c == 3 else f"mean of {c} input channels"
+    how = "RGB, each tile min-max scaled" if rgb else \
+        ("" if c == 1 else f"mean of {c} input channels; ") + "red = positive, blue = negative"
+    tiles = w if rgb else w.mean(axis=1)
+    top = float(np.abs(tiles).max()) or 1.0
+    image = None
     for i, ax in enumerate(axes):
         ax.set_xticks([])
         ax.set_yticks([])
         if i >= n:
             ax.axis("off")
             continue
-        f = w[i]
-        if c == 3:
-            ax.imshow(_minmax(f).transpose(1, 2, 0), interpolation="nearest")
+        if rgb:
+            ax.imshow(_minmax(w[i]).transpose(1, 2, 0), interpolation="nearest")
         else:
-            ax.imshow(_minmax(f.mean(axis=0)), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(str(i), fontsize=8, pad=2)
+            image = ax.imshow(tiles[i], cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
+        ax.set_title(f"filter {i}", fontsize=9, pad=3)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="weight (shared scale)")
     fig.suptitle(title or f"{n} filters of the first conv layer ({c}x{w.shape[2]}x{w.shape[3]} "
-                 f"each, {how})", fontsize=10)
-    fig.tight_layout()
+                 f"each, {how})", fontsize=11)
     return _save(fig, path)
 
 
 def _conv_activations(layers, x, max_maps):
-    """``[(label, maps)]``: the output of every Conv2D, also inside blocks (Residual, Concat),
-    labelled by its name in the model (``layer 3.body.0: ...``), in the order they run."""
+    """``([(label, maps)], output)``: the output of every Conv2D, also inside blocks (Residual,
+    Concat), labelled by its name in the model (``layer 3.body.0: ...``), in the order they run;
+    and the model's output."""
     from ..layers import Conv2D
     from ..layers.container import record_activations
 
@@ -274,11 +332,11 @@ def _conv_activations(layers, x, max_maps):
         with record_activations(layer, str(i), keep):       # the layers inside a block
             h = layer.forward(h, training=False)
         keep(str(i), layer, h)
-    return blocks
+    return blocks, h
 
 
 def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=8, figsize=None,
-                      dpi=100):
+                      dpi=100, image_name=None, true_class=None):
     """What each convolution layer of ``model`` outputs for one image.
 
     The image goes through ``model.layers`` one layer at a time (in evaluation mode); after each
@@ -286,19 +344,22 @@ def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=
     nested name such as ``3.body.0``) its output, one feature map per filter, is drawn: bright where
     the filter found its pattern.  The input comes first, then one block of tiles per conv layer
     (up to ``max_maps`` maps each, ``ncols`` per row), titled with the layer and its output shape.
-    Each map is scaled on its own (viridis: yellow = its largest value).
+    Each map is scaled on its own (viridis: yellow = its largest value).  Beside the input, the
+    model's class probabilities for it; the title names the image and the prediction.
 
     Args:
         model: a :class:`numcnn.Sequential` with at least one Conv2D layer.
         image: one image: ``(C, H, W)``, ``(1, C, H, W)`` or grey ``(H, W)``.  uint8 images go
             through ``model.prepare_input`` (scaling and the model's normalisation); float images
             are taken as already prepared.
-        path: the PNG to write.
+        path: the PNG to write (None: return the Figure).
         figsize: inches; by default ``ncols * 1.4`` wide and 1.55 inches per row of tiles.
         dpi: the picture is ``figsize * dpi`` pixels.
+        image_name: what the image is, for the title (e.g. ``"test image 0 of digits"``).
+        true_class: its true class name, when known.
 
     Returns:
-        ``path`` as a string.
+        ``path`` as a :class:`PlotPath` (or the Figure).
     """
     layers = getattr(model, "layers", None)
     if not layers:
@@ -321,10 +382,21 @@ def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=
     x = model.prepare_input(x) if hasattr(model, "prepare_input") else x
 
     blocks = [("input  " + "x".join(map(str, x.shape[1:])), _input_tile(to_numpy(x)[0]))]
-    blocks += _conv_activations(layers, x, max_maps)
+    maps, h = _conv_activations(layers, x, max_maps)
+    blocks += maps
     if len(blocks) == 1:
         raise ConfigError("plot_feature_maps: the model has no Conv2D layer, so there are no "
                           "feature maps to show")
+    scores = to_numpy(h).reshape(1, -1)
+    probs = scores[0] if isinstance(layers[-1], Softmax) else to_numpy(softmax(h.reshape(1, -1), axis=1))[0]
+    names = list(getattr(model, "classes", None) or [])
+    if len(names) != len(probs):
+        names = [str(i) for i in range(len(probs))]
+    best = int(np.argmax(probs))
+    verdict = f"predicted {names[best]} ({probs[best]:.1%})"
+    if true_class is not None:
+        verdict += f", true class {true_class}" + (" - right" if str(true_class) == names[best]
+                                                   else " - wrong")
 
     rows = [1] + [math.ceil(len(b[1]) / ncols) for b in blocks[1:]]
     fig = _new_figure(figsize or (ncols * 1.4, 1.45 * sum(rows) + 0.3 * len(rows) + 0.4), dpi,
@@ -333,23 +405,34 @@ def plot_feature_maps(model, image, path="feature_maps.png", max_maps=32, ncols=
     subfigs = np.atleast_1d(subfigs)
     for sub, (label, tiles), r in zip(subfigs, blocks, rows):
         sub.suptitle(label, fontsize=9, x=0.01, ha="left")
+        if label.startswith("input"):
+            # the input, and beside it what the model makes of it (the row's free space)
+            ax_img, ax_p = sub.subplots(1, 2, width_ratios=[1, max(1, ncols - 1)])
+            ax_img.imshow(tiles, cmap=None if tiles.ndim == 3 else "gray", interpolation="nearest")
+            ax_img.set_xticks([])
+            ax_img.set_yticks([])
+            order = np.argsort(-probs)[:10]
+            colours = ["tab:green" if k == best else "tab:grey" for k in order]
+            ax_p.bar(range(len(order)), probs[order], color=colours)
+            ax_p.set_xticks(range(len(order)))
+            ax_p.set_xticklabels([names[k] for k in order], fontsize=8,
+                                 rotation=30 if max(len(names[k]) for k in order) > 3 else 0)
+            ax_p.set_ylim(0, 1)
+            ax_p.set_ylabel("probability", fontsize=8)
+            ax_p.tick_params(axis="y", labelsize=7)
+            ax_p.set_title("the model's class probabilities for this image", fontsize=9)
+            continue
         axes = np.atleast_1d(sub.subplots(r, ncols, squeeze=False)).ravel()
         for j, ax in enumerate(axes):
             ax.set_xticks([])
             ax.set_yticks([])
-            if label.startswith("input"):
-                if j == 0:
-                    ax.imshow(tiles, cmap=None if tiles.ndim == 3 else "gray", interpolation="nearest")
-                else:
-                    ax.axis("off")
-                continue
             if j >= len(tiles):
                 ax.axis("off")
                 continue
             ax.imshow(tiles[j], cmap="viridis", interpolation="nearest")
             ax.set_title(f"map {j}", fontsize=7, pad=2)
-    fig.suptitle("Feature maps: each conv filter's output for one image  (each map scaled on its "
-                 "own: yellow = high, purple = low)", fontsize=11)
+    fig.suptitle(f"Feature maps of {image_name or 'one image'}: {verdict}\n(each conv filter's "
+                 "output, each map scaled on its own: yellow = high, purple = low)", fontsize=11)
     return _save(fig, path)
 
 

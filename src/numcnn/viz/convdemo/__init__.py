@@ -17,7 +17,8 @@ The package, one idea a file:
   :func:`numcnn.functional.conv2d` (the fast one-matrix-multiply version the layers use), the
   deck's example (:func:`deck_example`) and the input checks;
 * :mod:`.text`: :func:`format_step`, a step as the terminal shows it;
-* :mod:`.gif`: :func:`render_gif` / :func:`render_frames`, the animation;
+* :mod:`.gif`: :func:`render_gif` / :func:`render_frames`, the animation; :func:`animate`, the
+  same as an :class:`Animation` that plays inline in a notebook;
 * :mod:`.gallery`: :func:`classic_kernels`, :func:`apply_kernels`, :func:`kernel_gallery`: what
   hand-made 3x3 kernels (blur, sharpen, edges) do to an image, how convolutions "highlight
   aspects of an image";
@@ -28,11 +29,11 @@ Arrays follow PyTorch's layout: ``x`` is (N, C, H, W) and ``weight`` is (O, C, k
 3x3 slice of channel c; here that slice is ``weight[0, c]``).
 """
 from .gallery import apply_kernels, classic_kernels, kernel_gallery, sample_image
-from .gif import render_frames, render_gif
+from .gif import Animation, animate, render_frames, render_gif
 from .steps import DECK_SEED, DEMO_MAX_VALUE, MAX_DEMO_SIZE, ConvStep, conv_steps, deck_example
-from .text import format_step
+from .text import format_setup, format_step, format_volume
 from .user import DemoResult, user_demo, user_demo_inputs
 
-__all__ = ["ConvStep", "DemoResult", "deck_example", "conv_steps", "format_step", "render_frames",
+__all__ = ["Animation", "animate", "ConvStep", "DemoResult", "deck_example", "conv_steps", "format_step", "format_setup", "format_volume", "render_frames",
            "render_gif", "classic_kernels", "apply_kernels", "kernel_gallery", "sample_image",
            "user_demo", "user_demo_inputs", "MAX_DEMO_SIZE", "DEMO_MAX_VALUE", "DECK_SEED"]

@@ -64,17 +64,17 @@ def apply_kernels(image, kernels=None, border="zeros"):
     ring and an edge detector finds an "edge" all around the picture; ``border="edge"`` pads the
     image with copies of its border pixels first and then convolves with padding 0.
     """
-    img, layout = _as_image(image, "apply_kernels")
+    img, layout = _as_image(image, "kernel gallery")
     kernels = classic_kernels() if kernels is None else kernels
     if not isinstance(kernels, dict) or not kernels:
-        raise ConfigError("apply_kernels: kernels must be a non-empty dict {name: 2-D array}")
+        raise ConfigError("kernel gallery: kernels must be a non-empty dict {name: 2-D array}")
     if border not in ("zeros", "edge"):
-        raise ConfigError(f"apply_kernels: border must be 'zeros' or 'edge', got {border!r}")
+        raise ConfigError(f"kernel gallery: border must be 'zeros' or 'edge', got {border!r}")
     groups = {}
     for name, k in kernels.items():
-        k = _as_float(k, f"apply_kernels: kernel {name!r}")
+        k = _as_float(k, f"kernel gallery: kernel {name!r}")
         if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
-            raise ShapeError(f"apply_kernels: kernel {name!r} must be a 2-D array with odd sides "
+            raise ShapeError(f"kernel gallery: kernel {name!r} must be a 2-D array with odd sides "
                              f"(e.g. 3x3) so the output keeps the image's size; got shape {k.shape}")
         groups.setdefault(k.shape, []).append((name, k))
     c, h, w = img.shape
@@ -100,8 +100,9 @@ def kernel_gallery(image, path="kernels.png", kernels=None, figsize=None, dpi=10
     1 (identity, blurs, sharpen, emboss) keep the overall brightness and are shown on the image's
     own scale (clipped to it).  Kernels that add up to 0 (edge detect, Sobel) give 0 on flat areas
     and positive or negative values at edges, so their tile shows the *size* of the response,
-    ``|result|`` (averaged over colour channels), white for the strongest responses: bright =
-    edge.  The gallery pads with copies of the border pixels (``border="edge"`` in
+    ``|result|`` (averaged over colour channels) on one scale shared by all of them (white =
+    the strongest responses of any, at least a quarter of the image's range): bright = edge,
+    and a smooth picture's edge tiles stay dark.  The gallery pads with copies of the border pixels (``border="edge"`` in
     :func:`apply_kernels`) so the picture's frame doesn't show up as an edge.
 
     Args:
@@ -128,11 +129,15 @@ def kernel_gallery(image, path="kernels.png", kernels=None, figsize=None, dpi=10
     axes = fig.subplots(nrows, ncols, squeeze=False)
     tiles = [("original", None, img)] + [(name, np.asarray(kernels[name], dtype=float), r)
                                           for name, r in results.items()]
+    # one scale for every edge tile (not each its own), so the kernels compare honestly and a
+    # smooth picture's edge tiles stay dark instead of showing its noise magnified; never less
+    # than a quarter of the image's range, the size of a clear edge
+    mags = {name: np.abs(r).mean(axis=0) for name, k, r in tiles
+            if k is not None and abs(k.sum()) < 1e-9}
+    top = max([float(np.percentile(m, 99.5)) for m in mags.values()] + [0.25 * (hi - lo), 1e-12])
     for ax, (name, k, r) in zip(axes.ravel(), tiles):
-        if k is not None and abs(k.sum()) < 1e-9:
-            mag = np.abs(r).mean(axis=0)
-            top = float(np.percentile(mag, 99.5)) or float(mag.max()) or 1.0
-            ax.imshow(np.clip(mag / top, 0, 1), cmap="gray", vmin=0, vmax=1,
+        if name in mags:
+            ax.imshow(np.clip(mags[name] / top, 0, 1), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
             note = True
         else:
@@ -148,8 +153,9 @@ def kernel_gallery(image, path="kernels.png", kernels=None, figsize=None, dpi=10
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     fig.suptitle("What classic 3x3 kernels highlight in an image\n"
-                 "(* kernels that add up to 0 find edges; their tiles show the size |result|, "
-                 "white = strongest)", fontsize=12)
+                 "* kernels that add up to 0 find edges: their tiles show the size |result|,\n"
+                 f"all on one shared scale (white = {top:.3g} or more); the others use the image's scale",
+                 fontsize=12)
     return _save(fig, path)
 
 

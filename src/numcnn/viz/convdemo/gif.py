@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...functional import pad2d
 from .steps import _check_conv_args, conv_steps
-from .text import _fmt, _pair_txt, _plus
+from .text import _fmt, _pair_txt, channel_exact, sum_equation
 
 
 CELL = 32
@@ -58,7 +58,7 @@ def render_gif(x, weight, bias=None, stride=1, padding=0, path="convolution.gif"
         ``(path, number_of_frames)``; the deck example gives 18 frames.
     """
     if not frame_ms > 0:
-        raise ConfigError(f"render_gif: frame_ms must be a positive number of milliseconds, got {frame_ms}")
+        raise ConfigError(f"convolution demo GIF: frame_ms must be a positive number of milliseconds, got {frame_ms}")
     painter = _Painter(x, weight, bias, stride, padding)
     n = len(painter.steps)
     path = Path(path)
@@ -245,9 +245,8 @@ class _Painter:
                 f"col {st.x}   (stride {_pair_txt(self.stride)}, padding {_pair_txt(self.padding)})")
 
     def _formula(self, st):
-        sums = " + ".join(f"({_fmt(s)})" for s in st.channel_sums)
         return (f"o[:,:,{st.o}] at row {st.y}, col {st.x}  =  sum(window * W{st.o}) + b{st.o}",
-                f"= {sums}{_plus(st.bias)}  =  {_fmt(st.value)}")
+                "= " + sum_equation(st).replace(" = ", "  =  ").replace(" ~ ", "  ~  "))
 
     def _input_cell_style(self, c, i, j, in_window):
         hp, wp = self.xpad.shape[1:]
@@ -341,7 +340,8 @@ class _Painter:
                 self._grid(draw, p_left, top + self.label_h, st.products[c], self.w_p,
                            _COLORS["product"])
                 self._text(draw, (p_left + kw * self.w_p + 10, top + self.label_h + kh * self.cell_h / 2),
-                           "= " + _fmt(st.channel_sums[c]), self.f_head, _COLORS["text"])
+                           ("= " if channel_exact(st, c) else "~ ") + _fmt(st.channel_sums[c]),
+                           self.f_head, _COLORS["text"])
 
             cx, cy = self._out_cell(st.o, st.y, st.x)
             self._cell(draw, cx, cy, self.w_out, _COLORS["out_now"], _fmt(st.value), _COLORS["white"])
@@ -405,3 +405,43 @@ def _font(size):
         return ImageFont.load_default(size=size)
     except TypeError:            # Pillow < 10.1: the small fixed-size bitmap font
         return ImageFont.load_default()
+
+
+class Animation:
+    """A GIF held in memory that a notebook plays inline (``_repr_html_``: an ``<img>`` with the
+    GIF embedded as base64; no JavaScript).  ``save(path)`` writes it; ``data`` is its bytes."""
+
+    def __init__(self, data: bytes, frames: int):
+        self.data, self.frames = data, frames
+
+    def _repr_html_(self):
+        import base64
+        return (f'<img src="data:image/gif;base64,{base64.b64encode(self.data).decode()}" '
+                f'alt="convolution, step by step ({self.frames} frames)"/>')
+
+    def save(self, path):
+        """Write the GIF to ``path`` (atomically) and return the path."""
+        from ...files import atomic_write
+        atomic_write(str(path), self.data)
+        return str(path)
+
+    def __repr__(self):
+        return f"<Animation: {self.frames} frames, {len(self.data):,} bytes of GIF>"
+
+
+def animate(x=None, weight=None, bias=None, stride=1, padding=0, frame_ms=600):
+    """The convolution as an :class:`Animation` that plays inline in a notebook.
+
+    Without arguments: the deck's example (:func:`deck_example`); otherwise as
+    :func:`render_gif`.  Nothing is written to disk (``.save(path)`` does that)."""
+    import os
+    import tempfile
+
+    if x is None:
+        from .steps import deck_example
+        x, weight, bias, stride, padding = deck_example()
+    with tempfile.TemporaryDirectory() as d:
+        path, frames = render_gif(x, weight, bias, stride, padding, os.path.join(d, "demo.gif"),
+                                  frame_ms)
+        with open(path, "rb") as f:
+            return Animation(f.read(), frames)

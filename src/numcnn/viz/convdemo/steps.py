@@ -153,29 +153,29 @@ def _check_stride_padding(stride, padding, where):
 
 
 def _check_conv_args(x, weight, bias, stride, padding):
-    x = _as_float(x, "conv_steps: x")
-    weight = _as_float(weight, "conv_steps: weight")
+    x = _as_float(x, "convolution demo: x")
+    weight = _as_float(weight, "convolution demo: weight")
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ShapeError(f"conv_steps: x must be one image, (1, C, H, W) or (C, H, W); got shape {x.shape}")
+        raise ShapeError(f"convolution demo: x must be one image, (1, C, H, W) or (C, H, W); got shape {x.shape}")
     if weight.ndim != 4:
-        raise ShapeError(f"conv_steps: weight must be (O, C, kh, kw); got shape {weight.shape}")
+        raise ShapeError(f"convolution demo: weight must be (O, C, kh, kw); got shape {weight.shape}")
     if weight.shape[1] != x.shape[1]:
-        raise ShapeError(f"conv_steps: the filters have {weight.shape[1]} channels (weight "
+        raise ShapeError(f"convolution demo: the filters have {weight.shape[1]} channels (weight "
                          f"{weight.shape}) but the image has {x.shape[1]} (x {x.shape})")
     o = weight.shape[0]
     if bias is None:
         bias = np.zeros(o)
     else:
-        bias = _as_float(bias, "conv_steps: bias")
+        bias = _as_float(bias, "convolution demo: bias")
         if bias.ndim == 0:
             bias = np.full(o, float(bias))
         if bias.shape != (o,):
-            raise ShapeError(f"conv_steps: bias must be one number or ({o},), got shape {bias.shape}")
-    stride, padding = _check_stride_padding(stride, padding, "conv_steps")
+            raise ShapeError(f"convolution demo: bias must be one number or ({o},), got shape {bias.shape}")
+    stride, padding = _check_stride_padding(stride, padding, "convolution demo")
     hp, wp = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
     if weight.shape[2] > hp or weight.shape[3] > wp:
-        raise ShapeError(f"conv_steps: the kernel ({weight.shape[2]}x{weight.shape[3]}) is larger "
+        raise ShapeError(f"convolution demo: the kernel ({weight.shape[2]}x{weight.shape[3]}) is larger "
                          f"than the padded image ({hp}x{wp}); use more padding or a smaller kernel")
     return x, weight, bias, stride, padding

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import ConfigError, ShapeError
-from .gif import render_gif
+from .gif import Animation, render_gif
 from .steps import DEMO_MAX_VALUE, MAX_DEMO_SIZE, _as_float, _check_conv_args, _check_stride_padding, conv_steps
 from .text import format_step
 
@@ -25,6 +25,14 @@ class DemoResult:
     path: str | None = None
     frames: int = 0
     _text: str | None = field(default=None, repr=False)
+
+    def _repr_html_(self):
+        """In a notebook: the animation when a GIF was written, else the steps as text."""
+        import html
+        if self.path:
+            with open(self.path, "rb") as f:
+                return Animation(f.read(), self.frames)._repr_html_()
+        return f"<pre>{html.escape(self.text())}</pre>"
 
     def text(self):
         """Every step as :func:`format_step` prints it, separated by blank lines."""
@@ -55,46 +63,46 @@ def user_demo_inputs(image_array, kernel, stride=1, padding=0, bias=0):
             don't match the image's, or the kernel is bigger than the padded image.
         ConfigError: the padded image is bigger than 16x16, or stride/padding are invalid.
     """
-    img = _as_float(image_array, "user_demo: image")
+    img = _as_float(image_array, "convolution demo: image")
     if img.ndim == 2:
         img = img[None]
     if img.ndim != 3:
-        raise ShapeError(f"user_demo: the image must be grey (H, W) or channels-first (C, H, W); "
+        raise ShapeError(f"convolution demo: the image must be grey (H, W) or channels-first (C, H, W); "
                          f"got shape {img.shape}")
     c, h, w = img.shape
-    k = _as_float(kernel, "user_demo: kernel")
+    k = _as_float(kernel, "convolution demo: kernel")
     if k.ndim == 2:
         if c != 1:
-            raise ShapeError(f"user_demo: the kernel has shape {k.shape}, i.e. 1 channel, but the "
+            raise ShapeError(f"convolution demo: the kernel has shape {k.shape}, i.e. 1 channel, but the "
                              f"image has {c} channels; pass a ({c}, {k.shape[0]}, {k.shape[1]}) "
                              f"kernel (e.g. numpy.stack([k] * {c})) or a grey (H, W) image")
         k = k[None, None]
     elif k.ndim == 3:
         k = k[None]
     if k.ndim != 4:
-        raise ShapeError(f"user_demo: the kernel must be (kh, kw), (C, kh, kw) or (O, C, kh, kw); "
+        raise ShapeError(f"convolution demo: the kernel must be (kh, kw), (C, kh, kw) or (O, C, kh, kw); "
                          f"got shape {tuple(np.shape(kernel))}")
     if k.shape[1] != c:
-        raise ShapeError(f"user_demo: the kernel has {k.shape[1]} channels (shape "
+        raise ShapeError(f"convolution demo: the kernel has {k.shape[1]} channels (shape "
                          f"{tuple(np.shape(kernel))}) but the image has {c} (shape "
                          f"{tuple(np.shape(image_array))}); a filter must span all input channels")
-    stride, padding = _check_stride_padding(stride, padding, "user_demo")
+    stride, padding = _check_stride_padding(stride, padding, "convolution demo")
     hp, wp = h + 2 * padding[0], w + 2 * padding[1]
     if 2 * max(padding) >= MAX_DEMO_SIZE:
-        raise ConfigError(f"user_demo: padding {padding} alone makes the image wider than "
+        raise ConfigError(f"convolution demo: padding {padding} alone makes the image wider than "
                           f"{MAX_DEMO_SIZE - 1} pixels, too big to animate; use a padding of at "
                           f"most {(MAX_DEMO_SIZE - 2) // 2}")
     if hp > MAX_DEMO_SIZE or wp > MAX_DEMO_SIZE:
         fit_w, fit_h = (max(1, MAX_DEMO_SIZE - 2 * p) for p in (padding[1], padding[0]))
-        raise ConfigError(f"user_demo: the padded image is {hp}x{wp}, too big to animate (at most "
+        raise ConfigError(f"convolution demo: the padded image is {hp}x{wp}, too big to animate (at most "
                           f"{MAX_DEMO_SIZE}x{MAX_DEMO_SIZE} after padding); resize it first, e.g. "
                           f"PIL.Image.fromarray(img).resize(({fit_w}, {fit_h}))")
-    b = _as_float(bias, "user_demo: bias")
+    b = _as_float(bias, "convolution demo: bias")
     if b.ndim == 0:
         b = np.full(k.shape[0], float(b))
     for what, a in (("image", img), ("kernel", k), ("bias", b)):
         if a.size and float(np.abs(a).max()) > DEMO_MAX_VALUE:
-            raise ConfigError(f"user_demo: the {what} holds {float(np.abs(a).max()):g}; the demo "
+            raise ConfigError(f"convolution demo: the {what} holds {float(np.abs(a).max()):g}; the demo "
                               f"prints every product and sum, so values are limited to "
                               f"+/-{DEMO_MAX_VALUE:g} (scale them down)")
     x = img[None]
