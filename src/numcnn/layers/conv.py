@@ -9,6 +9,29 @@ from ._padding import parse_padding, show_padding
 from .base import Layer, Parameter, check_bool, check_dtype, check_positive_int
 
 
+def init_conv_parameters(layer, name, groups, weight_channels, bias, init, rng, dtype):
+    """Check ``groups`` and create ``weight`` (``weight_channels[0]``,
+    ``weight_channels[1] / groups``, kh, kw) and ``bias`` (out_channels,), initialised as PyTorch
+    does (fan_in = the weight's dimension 1 times the kernel).  Shared by Conv2D, whose weight
+    is (out, in/groups, ...), and ConvTranspose2D, whose weight is (in, out/groups, ...)."""
+    layer.groups = check_positive_int(groups, "groups", name)
+    if layer.in_channels % layer.groups or layer.out_channels % layer.groups:
+        raise ConfigError(f"{name}: groups={layer.groups} must divide both in_channels "
+                          f"({layer.in_channels}) and out_channels ({layer.out_channels}); "
+                          "choose channel counts that are multiples of groups (groups="
+                          "in_channels is a depthwise convolution)")
+    layer.init = init
+    rng = as_generator(rng)
+    shape = (weight_channels[0], weight_channels[1] // layer.groups) + layer.kernel_size
+    layer.weight = Parameter(init_weight(shape, init, rng, dtype), "weight")
+    fan_in = shape[1] * layer.kernel_size[0] * layer.kernel_size[1]
+    bias = check_bool(bias, "bias", type(layer).__name__)
+    layer.bias = Parameter(init_bias(layer.out_channels, fan_in, init, rng, dtype), "bias") \
+        if bias else None
+    layer._cache = None
+    layer.needs_input_grad = True
+
+
 class Conv2D(Layer):
     """2-D convolution over an (N, C, H, W) batch.
 
@@ -54,21 +77,8 @@ class Conv2D(Layer):
             raise ConfigError(f"{name}: padding='same' needs stride 1 (got stride {self.stride}), "
                               "as in PyTorch; for a strided layer give the padding as numbers, "
                               "e.g. padding=k//2")
-        self.groups = check_positive_int(groups, "groups", name)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ConfigError(f"{name}: groups={self.groups} must divide both in_channels "
-                              f"({self.in_channels}) and out_channels ({self.out_channels}); "
-                              "choose channel counts that are multiples of groups (groups="
-                              "in_channels is a depthwise convolution)")
-        self.init = init
-        rng = as_generator(rng)
-        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(init_weight(shape, init, rng, dtype), "weight")
-        fan_in = shape[1] * self.kernel_size[0] * self.kernel_size[1]
-        bias = check_bool(bias, "bias", "Conv2D")
-        self.bias = Parameter(init_bias(self.out_channels, fan_in, init, rng, dtype), "bias") if bias else None
-        self._cache = None
-        self.needs_input_grad = True
+        init_conv_parameters(self, name, groups, (self.out_channels, self.in_channels), bias,
+                             init, rng, dtype)
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
-from ..init import as_generator, init_bias, init_weight
-from .base import Layer, Parameter, check_bool, check_dtype, check_positive_int
-from .conv import _short
+from .base import Layer, check_dtype, check_positive_int
+from .conv import _short, init_conv_parameters
 
 
 class ConvTranspose2D(Layer):
@@ -56,21 +55,8 @@ class ConvTranspose2D(Layer):
                                   f"than the stride {self.stride} or the dilation "
                                   f"{self.dilation} (as in PyTorch); it only picks among the "
                                   "output sizes a strided convolution maps to the same size")
-        self.groups = check_positive_int(groups, "groups", name)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ConfigError(f"{name}: groups={self.groups} must divide both in_channels "
-                              f"({self.in_channels}) and out_channels ({self.out_channels}); "
-                              "choose channel counts that are multiples of groups")
-        self.init = init
-        rng = as_generator(rng)
-        shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(init_weight(shape, init, rng, dtype), "weight")
-        # PyTorch's fan_in for this weight: its dimension 1 times the kernel
-        fan_in = shape[1] * self.kernel_size[0] * self.kernel_size[1]
-        bias = check_bool(bias, "bias", "ConvTranspose2D")
-        self.bias = Parameter(init_bias(self.out_channels, fan_in, init, rng, dtype), "bias") if bias else None
-        self._cache = None
-        self.needs_input_grad = True
+        init_conv_parameters(self, name, groups, (self.in_channels, self.out_channels), bias,
+                             init, rng, dtype)
 
     @property
     def pads(self):
