@@ -39,7 +39,8 @@ def test_help_says_what_every_argument_is_and_its_default(command):
             continue
         assert action.help, f"numcnn {command}: {action.dest} has no help text"
         shown = sub._get_formatter()._expand_help(action) if action.help else ""
-        if action.option_strings and not isinstance(action, argparse._StoreTrueAction):
+        if action.option_strings and not isinstance(action, argparse._StoreTrueAction) \
+                and not action.required:                 # a required option has no default
             assert "default" in shown, f"numcnn {command} {action.option_strings[0]}: no default in {shown!r}"
             if action.default not in (None, False):
                 assert str(action.default) in shown

@@ -599,11 +599,12 @@ def test_feature_maps_of_convs_inside_blocks_are_labelled_by_their_nested_name(t
     from numcnn.viz import plots
     model = concat_net()
     x = model.prepare_input(_batch(model, n=1)[0])
-    labels = [label for label, _ in plots._conv_activations(model.layers, x, 32)]
+    blocks, _ = plots._conv_activations(model.layers, x, 32)      # (maps, the model's output)
+    labels = [label for label, _ in blocks]
     assert [label.split(":")[0] for label in labels] == [
         "layer 0", "layer 2.branches.0.0", "layer 2.branches.1.0", "layer 2.branches.1.2",
         "layer 2.branches.2.0", "layer 2.branches.3.1"]
-    maps = dict(plots._conv_activations(model.layers, x, 32))
+    maps = dict(blocks)
     model.eval()
     inner = model.layers[2].branches[1]
     h = model.layers[1].forward(model.layers[0].forward(x))
@@ -745,3 +746,14 @@ def test_nested_descriptions_with_forged_fields_build_or_say_what_is_wrong(tmp_p
             pass
 
     run()
+
+
+@pytest.mark.parametrize("branches", [2, "ab", None, 1.5])
+def test_a_concat_whose_branches_are_not_a_list_is_a_config_error(tmp_path, branches):
+    """Found by the forged-fields fuzz: the size check walked ``enumerate(2)``."""
+    from numcnn.architecture import load_architecture
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({"input_shape": [1, 8, 8], "layers": [
+        {"type": "Concat", "branches": branches}]}))
+    with pytest.raises(ConfigError):
+        load_architecture(str(path))

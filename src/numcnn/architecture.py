@@ -82,8 +82,10 @@ def _all_specs(specs, where, error, prefix="", depth=1):
         yield name, spec
         if not isinstance(spec, dict) or spec.get("type") not in ("Residual", "Concat"):
             continue
+        branches = spec.get("branches")
         paths = [("body", spec.get("body")), ("shortcut", spec.get("shortcut"))] \
-            if spec["type"] == "Residual" else list(enumerate(spec.get("branches") or []))
+            if spec["type"] == "Residual" else \
+            list(enumerate(branches if isinstance(branches, list) else []))   # else: Concat says
         paths = [(f"branches.{k}" if spec["type"] == "Concat" else k, v) for k, v in paths]
         for key, sub in paths:
             if isinstance(sub, dict):

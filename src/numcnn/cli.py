@@ -410,6 +410,8 @@ def build_parser():
     interop_command.add_parser(sub)
     from .web import command as web_command     # `numcnn serve`: the web app's own module
     web_command.add_parser(sub)
+    for command in sub.choices.values():          # the hooks' commands show defaults too
+        command.formatter_class = _HelpFormatter
     return p
 
 

@@ -99,11 +99,11 @@ def _epochs(n):
 
 
 def _remove_if_empty(folder):
-    """Remove a run folder this run made when it holds nothing but the lock file (an
-    interrupted start must not leave an empty run behind)."""
+    """Remove a run folder this run made when it holds nothing but the lock file and run.json
+    (an interrupted start must not leave an empty run behind)."""
     try:
         names = os.listdir(folder)
-        if set(names) <= {".lock"}:
+        if set(names) <= {".lock", "run.json"}:
             for n in names:
                 os.remove(os.path.join(folder, n))
             os.rmdir(folder)

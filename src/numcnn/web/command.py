@@ -10,7 +10,7 @@ def add_parser(subparsers):
         description="Serve numcnn's web pages on this machine: watch a convolution, see what "
         "kernels highlight, look inside a model and train one live. Binds 127.0.0.1 unless "
         "--host says otherwise; another address needs the token printed at start.")
-    s.add_argument("--model", default=None, help="a .safetensors model to offer first (models in "
+    s.add_argument("--model", default=None, help="a .safetensors model to offer first (default: none; models in "
                    "run folders under the current directory are listed too)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; "
                    "anything but a loopback address requires a token, printed at start)")
