@@ -98,8 +98,9 @@ def _parse_header(raw, body_len, where):
             if not isinstance(offsets, list) or len(offsets) != 2:
                 raise TypeError
             start, end = (file_int(o, f"a data offset of tensor {name!r}", where) for o in offsets)
-        except ModelFileError:
-            raise
+        except ModelFileError as exc:       # a forged number: say which, in the entry's words
+            raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry: "
+                                 f"{str(exc)[len(where) + 2:]}") from None
         except (KeyError, TypeError, ValueError, OverflowError):
             shown = repr(spec) if len(repr(spec)) < 200 else repr(spec)[:197] + "..."
             raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry {shown}") from None
