@@ -232,7 +232,8 @@ def read_regular(path, what="file", error=ModelFileError, limit=None):
     with open_regular(path, what, error) as (f, size):
         if limit is not None and size > limit:
             raise error(f"{what} {as_path(path, what)!r} is {size:,} bytes, more than the "
-                        f"{limit:,} a {what} may be; it is not one, or is damaged")
+                        f"{limit:,}-byte limit for this kind of file; it is the wrong file or "
+                        "is damaged")
         return read_exact(f, size, as_path(path, what), what, error)
 
 

@@ -93,13 +93,15 @@ class Sequential:
         except TypeError:
             raise ConfigError(f"Sequential: pass a list of layers, e.g. Sequential([Conv2D(...), "
                               f"ReLU()]), got {type(layers).__name__}") from None
+        seen = set()                                    # ids: one pass, not N^2 comparisons
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"Sequential: item {i} is {type(layer).__name__}, not a numcnn layer")
-            if any(layer is other for other in layers[:i]):
+            if id(layer) in seen:
                 raise ConfigError(f"Sequential: item {i} ({layer!r}) is the same layer object as an "
                                   "earlier item; each position needs its own layer (build a new "
                                   "one; weights are not shared)")
+            seen.add(id(layer))
         if not layers:
             raise ConfigError("Sequential: needs at least one layer")
         self.layers = layers
