@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -20,11 +19,12 @@ import numpy as np
 from . import datasets, models
 from .architecture import load_architecture
 from .data.images import image_size, load_image
-from .errors import ConfigError, DataError, ModelFileError, NumcnnError
+from .errors import ConfigError, ModelFileError, NumcnnError
 from .io import load_model
 from .metrics import format_report
 from .training import evaluate
 from .training.run import DEFAULTS, RUN_FILES, TrainingRun, first_conv, load_data, write_json  # noqa: F401
+from .viz.plots import read_history
 from .viz import convdemo, plots
 
 
@@ -72,6 +72,9 @@ def cmd_evaluate(args):
         raise ConfigError(f"the model takes images of shape {model.input_shape} but {args.data!r} "
                           f"has {tuple(x.shape[1:])}")
     report = evaluate(model, x, y, batch_size=args.batch_size, class_names=model.classes or list(ds.classes))
+    if args.json == "-":                         # the JSON alone, for a pipe
+        write_json(report, "-")
+        return 0
     _say(f"{args.model} on {args.data} ({args.split} split)")
     _say(format_report(report))
     if args.json:
@@ -147,11 +150,7 @@ def cmd_plot(args):
         raise ConfigError(f"--history {args.history!r} is not a file; give the history.json a "
                           "training run wrote, or leave --history out")
     if os.path.isfile(hist_path):
-        with open(hist_path) as f:
-            try:
-                history = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{hist_path}: not a valid history file ({exc})") from None
+        history = read_history(hist_path)
     conv = first_conv(model)
     # everything is read and checked before the first PNG is written
     if args.image:
@@ -284,7 +283,8 @@ def build_parser():
     e.add_argument("--split", default="test", choices=["test", "train"])
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--image-size", type=int, default=None)
-    e.add_argument("--json", default=None, help="also write the report as JSON here")
+    e.add_argument("--json", default=None, help="also write the report as JSON here ('-': only "
+                   "the JSON, to standard output)")
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="class probabilities for image files")
@@ -325,7 +325,31 @@ def build_parser():
     return p
 
 
+def _error_text(exc):
+    """An error in words: its message, or (for an empty one, e.g. MemoryError()) its type and
+    what to do."""
+    text = str(exc).strip()
+    if isinstance(exc, MemoryError):
+        return ((text + ": " if text else "") + "out of memory (MemoryError); the data or model "
+                "is too large for this machine - use less data, a smaller --image-size or "
+                "--batch-size, or lower NUMCNN_MAX_DATA_BYTES so numcnn refuses it up front")
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text or f"{type(exc).__name__} (no message); please report this as a bug"
+
+
+def _safe_streams():
+    """Paths are not always valid UTF-8 (``os.fsdecode`` keeps their bytes as surrogates): on a
+    strict UTF-8 terminal, print them with backslash escapes instead of crashing."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):   # replaced streams (pytest, pipes)
+            pass
+
+
 def main(argv=None):
+    _safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
@@ -335,7 +359,7 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except NumcnnError as exc:
-        print(f"numcnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"numcnn {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:                 # `numcnn convdemo | head`: the reader left
         try:
@@ -344,7 +368,7 @@ def main(argv=None):
             pass
         return 0
     except (OSError, MemoryError) as exc:
-        print(f"numcnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"numcnn {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"numcnn {args.command}: interrupted", file=sys.stderr)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..architecture import build_model
 from ..data.augment import Augment
 from ..data.datasets import is_named, load_dataset
 from ..errors import ConfigError
-from ..files import atomic_write, check_writable_folder
+from ..files import atomic_write, check_writable_folder, remove_stale_temps
 from ..layers import Conv2D
 from ..viz import plots
 from .evaluate import evaluate
@@ -72,7 +73,12 @@ def first_conv(model):
 
 
 def write_json(obj, path):
-    """JSON written the way every numcnn file is: atomically, its folder created if needed."""
+    """JSON written the way every numcnn file is: atomically, its folder created if needed;
+    ``"-"`` writes it to standard output."""
+    if path == "-":
+        sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+        sys.stdout.flush()
+        return
     atomic_write(path, json.dumps(obj, indent=1).encode())
 
 
@@ -97,6 +103,7 @@ class RunFolderLock:
     def __init__(self, folder):
         self.folder = folder
         self._fd = None
+        self.acquired_at = None          # time.time() when the lock was taken
 
     def acquire(self):
         os.makedirs(self.folder, exist_ok=True)
@@ -112,7 +119,21 @@ class RunFolderLock:
                                       "now; wait for it to finish, or choose another --out") from None
                 raise
         self._fd = fd
+        self.acquired_at = time.time()
         return self
+
+    def discard(self):
+        """Release the lock and remove what :meth:`acquire` made: ``.lock`` and, if it is then
+        empty, the folder (for a run refused before writing anything in a folder it created)."""
+        try:
+            os.unlink(os.path.join(self.folder, ".lock"))
+        except OSError:
+            pass
+        self.release()
+        try:
+            os.rmdir(self.folder)
+        except OSError:
+            pass
 
     def release(self):
         if self._fd is not None:
@@ -197,25 +218,56 @@ class TrainingRun:
         return self
 
     def _check_folder_free(self):
+        """What a previous run left in the folder decides (the lock is held):
+
+        * nothing, or only temporaries of killed writes: a fresh start (temporaries removed);
+        * ``checkpoint.safetensors``: continuable - refused without ``--resume``, saying how;
+        * ``model.safetensors`` without a checkpoint: a finished run - refused;
+        * only ``best.safetensors``/``history.json`` (killed before its first checkpoint was
+          written): nothing to continue, so the run restarts from epoch 0 and says so.
+        """
+        stale = remove_stale_temps(self.out, self._lock.acquired_at)
+        if stale:
+            self.log(f"removed {stale} temporary file(s) left by an interrupted write in {self.out}")
         previous = [f for f in RUN_FILES if os.path.exists(os.path.join(self.out, f))]
-        if previous and not self.resume:
-            raise ConfigError(f"--out {self.out} holds a previous run ({', '.join(previous)}); "
-                              f"continue it with --resume "
-                              f"{os.path.join(self.out, 'checkpoint.safetensors')}, or choose "
-                              "another --out (or delete that folder)")
+        if not previous or self.resume:
+            return
+        ck = os.path.join(self.out, "checkpoint.safetensors")
+        if os.path.exists(ck):
+            raise ConfigError(f"--out {self.out} holds a previous run ({', '.join(previous)}) that "
+                              f"can be continued: add --resume {ck}; or choose another --out "
+                              "(or delete that folder)")
+        if os.path.exists(os.path.join(self.out, "model.safetensors")):
+            raise ConfigError(f"--out {self.out} holds a finished run ({', '.join(previous)}); "
+                              "choose another --out (or delete that folder)")
+        for f in previous:               # no checkpoint: the old run can only be restarted
+            os.unlink(os.path.join(self.out, f))
+        self.log(f"--out {self.out} held {', '.join(previous)} from a run stopped before its "
+                 "first checkpoint; nothing to continue, so this run starts again from epoch 0")
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self):
         """Train, evaluate on the test split and write the run folder.
 
+        The folder is locked (:class:`RunFolderLock`) before anything is written and, when
+        ``out`` is given, before the data is loaded, so a second run on it is refused at once.
         Returns ``{"out", "history", "report", "elapsed", "interrupted"}``; ``report`` is None
         for an interrupted run (its checkpoint continues it: :attr:`resume_command`).
         """
-        if self.trainer is None:
+        early = self.trainer is None and self.out is not None
+        if self.trainer is None and not early:
             self.prepare()
+        created = not os.path.exists(self.out)
         check_writable_folder(self.out)          # a clear error before the lock makes the folder
-        with RunFolderLock(self.out):
+        with RunFolderLock(self.out) as self._lock:
             self._check_folder_free()
+            if early:
+                try:
+                    self.prepare()
+                except BaseException:            # refused before writing: leave no folder behind
+                    if created:
+                        self._lock.discard()
+                    raise
             return self._train()
 
     def _train(self):
