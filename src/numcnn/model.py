@@ -348,7 +348,14 @@ class Sequential:
             if expected is not None and shape[0] != expected:
                 raise ShapeError(f"layer {i} {layer!r} expects {expected} input channels/features but "
                                  f"the previous layer gives shape {shape}")
-            shape = tuple(layer.output_shape(shape))
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except NumcnnError:
+                raise
+            except (ValueError, TypeError, IndexError) as exc:   # e.g. a 2-D shape into Conv2D
+                raise ShapeError(f"layer {i} {layer!r} cannot take an input of shape {shape} "
+                                 f"({exc}); give one sample's shape as the layer expects, e.g. "
+                                 "(C, H, W) for convolutions") from None
             if min(shape) < 1:
                 raise ShapeError(f"layer {i} {layer!r} would output shape {shape}: the input is too "
                                  "small for this architecture")
