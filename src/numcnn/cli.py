@@ -338,12 +338,23 @@ def _error_text(exc):
     return text or f"{type(exc).__name__} (no message); please report this as a bug"
 
 
+def _escape(err):
+    """Encoding error handler: a path's undecodable byte (``os.fsdecode`` keeps it as a surrogate
+    U+DC80..U+DCFF) is printed as ``\\xNN``, as numcnn names such classes; anything else as a
+    backslash escape too."""
+    bad = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   c.encode("ascii", "backslashreplace").decode() for c in bad), err.end
+
+
 def _safe_streams():
-    """Paths are not always valid UTF-8 (``os.fsdecode`` keeps their bytes as surrogates): on a
-    strict UTF-8 terminal, print them with backslash escapes instead of crashing."""
+    """Paths are not always valid UTF-8: on a strict UTF-8 (or ASCII) terminal, print their odd
+    bytes as ``\\xNN`` escapes instead of crashing."""
+    import codecs
+    codecs.register_error("numcnn-escape", _escape)
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(errors="numcnn-escape")
         except (AttributeError, ValueError, OSError):   # replaced streams (pytest, pipes)
             pass
 
