@@ -241,7 +241,8 @@ def test_forged_numbers_through_the_command(tmp_path, checkpoint_bytes):
                         "--batch-size", "4", "--optimizer", "adam"],
                        capture_output=True, text=True, env=_env(), timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "epoch" in p.stderr and "must be an integer" in p.stderr or "corrupt" in p.stderr
+    assert "corrupt checkpoint metadata (epoch 100000000000...(401 characters)" in p.stderr
+    assert len(p.stderr) < 600
 
 
 @pytest.mark.parametrize("shape", [[1] * 65, [2 ** 32, 2 ** 32], [0, 2 ** 64], [0] + [1] * 40,

@@ -47,7 +47,10 @@ def check_checkpoint_info(info, path, n_layers):
     if ps is not None and not (isinstance(ps, list) and all(count(t) for t in ps)):
         raise bad("optimizer step counts per parameter")
     if not count(info.get("epoch")) or not count(info.get("batch")):
-        raise bad(f"epoch {info.get('epoch')!r}, batch {info.get('batch')!r}")
+        def short(v):
+            text = repr(v)
+            return text if len(text) <= 30 else f"{text[:12]}...({len(text)} characters)"
+        raise bad(f"epoch {short(info.get('epoch'))}, batch {short(info.get('batch'))}")
     partial = info.get("partial")
     if partial is not None and not (
             isinstance(partial, dict) and count(partial.get("seen")) and count(partial.get("correct"))
