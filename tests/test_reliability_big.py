@@ -47,6 +47,7 @@ READERS = ("idx", "cifar", "npz", "image", "image_folder", "model", "checkpoint"
 CASES_PER_CHILD = 500
 CHILDREN_PER_READER = 2                        # 10 readers x 2 x 500 = 10,000 cases
 KILLS = 100
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)

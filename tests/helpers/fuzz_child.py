@@ -29,7 +29,6 @@ import signal
 import struct
 import sys
 import tracemalloc
-import zipfile
 
 EXTREME_INTS = [0, 1, 255, 2 ** 15, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 63 - 1, 2 ** 64 - 1]
 JSON_NUMBERS = ["0", "-1", "1e400", "-1e400", "NaN", "Infinity", str(10 ** 400), str(2 ** 64),

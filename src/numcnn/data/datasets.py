@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..validate import check_data_bytes, check_file_labels, max_classes
+from ..validate import check_file_labels, max_classes
 from . import embedded as _emb
 from . import images as _img
 from .cifar import read_cifar_binary

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
 import struct
 import zlib
 from pathlib import Path
