@@ -154,6 +154,47 @@ ALLOWED = {".lock", "checkpoint.safetensors", "best.safetensors", "model.safeten
            "feature_maps.png"}
 
 
+AIMS = ("start-up", "write", "training", "evaluation and plots")
+AIM_WEIGHTS = (10, 40, 30, 20)
+
+
+def _text(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _epoch_lines(path):
+    return sum(1 for line in _text(path).splitlines() if line.startswith("epoch "))
+
+
+def _inode(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(pid, condition, seconds=120):
+    """Poll until ``condition()``; False when the child ended first."""
+    t = time.perf_counter()
+    while not condition():
+        if not _alive(pid):
+            return False
+        assert time.perf_counter() - t < seconds, "the run made no progress"
+        time.sleep(0.001)
+    return True
+
+
 def check_folder_after_kill(out):
     """Every file a kill can leave is whole; returns the folder's state in words."""
     temps = 0
@@ -200,9 +241,12 @@ def test_kill_nine_a_hundred_times(tmp_path):
         rc = z.wait(pid)
         full = time.perf_counter() - t0
         assert rc == 0, (tmp_path / "ref.log").read_text()
+        ready = 0.2                                # start-up of a forked run: well under this
+        per_epoch = trained / 20
         ref = {f: (tmp_path / "ref" / f).read_bytes()
                for f in ("model.safetensors", "best.safetensors", "evaluation.json")}
         rnd = random.Random(15)
+        aims = {}
         kills, finished, campaign, states, refusals, restarts = 0, 0, 0, {}, 0, 0
         temps_seen, temps_removed, runs = 0, 0, 1
         out = tmp_path / f"run{campaign}"
@@ -225,25 +269,40 @@ def test_kill_nine_a_hundred_times(tmp_path):
                 raise AssertionError("a model.safetensors without checkpoint: cannot happen")
             elif state == "restartable (leftovers)":
                 restarts += 1
-            pid = z.start(argv, tmp_path / "run.log")
+            log_path = tmp_path / "run.log"
+            model_before = _inode(out / "model.safetensors")
+            pid = z.start(argv, log_path)
             runs += 1
-            # 85 % of kills aimed at start-up and training (checkpoint, best model and history
-            # writes), 15 % at evaluation and plots; a resumed run has less training left, so
-            # its kills spread over the whole remaining run
-            time.sleep(rnd.uniform(0, trained) if rnd.random() < 0.85 else
-                       rnd.uniform(trained, full * 1.05))
+            aim = rnd.choices(AIMS, weights=AIM_WEIGHTS)[0]
+            aims[aim] = aims.get(aim, 0) + 1
+            if aim == "start-up":                  # imports are shared: lock, data, model, resume
+                time.sleep(rnd.uniform(0, ready))
+            elif aim == "write":                   # 0-5 ms after the k-th epoch line: the best
+                k = rnd.randint(1, 4)              # model, checkpoint and history writes follow
+                if _wait_for(pid, lambda: _epoch_lines(log_path) >= k):
+                    time.sleep(rnd.uniform(0, 0.005))
+            elif aim == "training":                # any moment of the epochs
+                if _wait_for(pid, lambda: "output folder:" in _text(log_path)):
+                    time.sleep(rnd.uniform(0, 4 * per_epoch))
+            else:                                  # after training: evaluation and plots
+                if _wait_for(pid, lambda: _inode(out / "model.safetensors") not in (None, model_before)):
+                    time.sleep(rnd.uniform(0, full - trained))
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
             rc = z.wait(pid)
-            log = (tmp_path / "run.log").read_text(errors="replace")
+            log = _text(log_path)
             assert "another numcnn run" not in log, log      # a killed run's lock was freed
             if "removed" in log and "temporary file" in log:
                 temps_removed += int(log.split("removed ", 1)[1].split()[0])
             if rc == -9:
                 kills += 1
                 states[state] = states.get(state, 0) + 1
+                phase = ("start-up, lock, data" if "output folder:" not in log else
+                         "evaluation and plots" if (out / "model.safetensors").exists() else
+                         "training (checkpoint, best model, history writes)")
+                stats.record("kill", f"killed during: {phase}")
                 continue
             assert rc == 0, log
             # the run finished: bit-identical to the uninterrupted one, nothing left over
@@ -274,6 +333,8 @@ def test_kill_nine_a_hundred_times(tmp_path):
         stats.record("kill", "temporaries removed by the next run", temps_removed)
         for k, v in states.items():
             stats.record("kill", f"state before kill: {k}", v)
+        for k, v in aims.items():
+            stats.record("kill", f"aimed at: {k} (runs)", v)
         assert kills == KILLS and finished >= 2
     finally:
         z.close()
