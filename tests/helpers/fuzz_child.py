@@ -224,7 +224,8 @@ def main():
     from numcnn.io import load_checkpoint, load_model
     from numcnn.training import Trainer
     from numcnn.training.checkpoint import restore_checkpoint
-    from numcnn.viz.plots import read_history
+    if reader == "history":
+        from numcnn.viz.plots import read_history
 
     rng = random.Random(f"{reader}-{seed}")
     os.makedirs(workdir, exist_ok=True)
