@@ -28,6 +28,7 @@ import numpy as np
 
 from . import models
 from .errors import ConfigError, ModelFileError, NumcnnError
+from .files import as_path, read_regular
 from .init import as_generator
 from .layers import layer_from_config
 from .layers.container import MAX_DEPTH, walk_shapes
@@ -36,6 +37,9 @@ from .validate import spec_int, spec_pair
 
 #: architecture files larger than this are refused before parsing
 MAX_FILE_BYTES = 1 << 20
+#: descriptions with more layers than this are refused before any layer is built (building and
+#: summarising are linear in the layer count; the deepest classic CNNs have a few hundred)
+MAX_LAYERS = 10_000
 
 
 #: The largest model numcnn builds from a description: 2**28 elements of parameters and buffers
@@ -108,6 +112,9 @@ def check_architecture(config, where, error=ModelFileError):
     """
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         return
+    if len(config["layers"]) > MAX_LAYERS:
+        raise error(f"{where}: {len(config['layers']):,} layers; numcnn builds at most "
+                    f"{MAX_LAYERS:,} from a description - the file is corrupt or generated wrongly")
     shape = config.get("input_shape")
     if shape is not None:
         if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8 \
@@ -179,13 +186,11 @@ def build_model(spec, shape, num_classes, seed):
 
 
 def load_architecture(path, seed=0):
-    """Read ``{"input_shape": [C, H, W], "layers": [{"type": "Conv2D", ...}, ...]}`` (JSON/TOML)."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"architecture file {path!r} does not exist")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_FILE_BYTES + 1)
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: architecture files are limited to 1 MiB")
+    """Read ``{"input_shape": [C, H, W], "layers": [{"type": "Conv2D", ...}, ...]}`` (JSON/TOML).
+
+    At most :data:`MAX_FILE_BYTES` (1 MiB) and :data:`MAX_LAYERS` layers; a regular file."""
+    path = as_path(path, "read architecture file")
+    raw = read_regular(path, "architecture file", ConfigError, limit=MAX_FILE_BYTES)
     is_toml = path.lower().endswith(".toml")
     try:
         if is_toml:

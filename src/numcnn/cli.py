@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -30,6 +29,7 @@ from .training import evaluate
 from .training.datasource import SPLITS, data_for_model
 from .training.run import DEFAULTS, RUN_FILES, TrainingRun, first_conv, write_json  # noqa: F401
 from .viz import convdemo, plots
+from .viz.plots import read_history
 
 
 def _say(*a):
@@ -70,6 +70,9 @@ def cmd_evaluate(args):
     model = load_model(args.model)
     x, y, ds, name, split = data_for_model(model, args.data, args.split, args.image_size)
     report = evaluate(model, x, y, batch_size=args.batch_size, class_names=model.classes or list(ds.classes))
+    if args.json == "-":                         # the JSON alone, for a pipe
+        write_json(report, "-")
+        return 0
     _say(f"{args.model} on {name} ({split} split{'s' if split == 'all' else ''}, {len(x):,} images)")
     _say(format_report(report))
     if args.json:
@@ -159,11 +162,7 @@ def cmd_plot(args):
         raise ConfigError(f"--history {args.history!r} is not a file; give the history.json a "
                           "training run wrote, or leave --history out")
     if os.path.isfile(hist_path):
-        with open(hist_path) as f:
-            try:
-                history = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{hist_path}: not a valid history file ({exc})") from None
+        history = read_history(hist_path)
     conv = first_conv(model)
     # everything is read and checked before the first PNG is written
     if args.image:
@@ -349,7 +348,7 @@ def build_parser():
     e.add_argument("--image-size", type=int, default=None, help="resize an image folder's pictures "
                    "to this size (default: the model's input size)")
     e.add_argument("--json", default=None, help="also write the report as JSON to this file "
-                   "(default: not written)")
+                   "('-': only the JSON, to standard output; default: not written)")
     e.set_defaults(func=cmd_evaluate)
 
     pr = add("predict", help="class probabilities for image files",
@@ -415,7 +414,42 @@ def build_parser():
     return p
 
 
+def _error_text(exc):
+    """An error in words: its message, or (for an empty one, e.g. MemoryError()) its type and
+    what to do."""
+    text = str(exc).strip()
+    if isinstance(exc, MemoryError):
+        return ((text + ": " if text else "") + "out of memory (MemoryError); the data or model "
+                "is too large for this machine - use less data, a smaller --image-size or "
+                "--batch-size, or lower NUMCNN_MAX_DATA_BYTES so numcnn refuses it up front")
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text or f"{type(exc).__name__} (no message); please report this as a bug"
+
+
+def _escape(err):
+    """Encoding error handler: a path's undecodable byte (``os.fsdecode`` keeps it as a surrogate
+    U+DC80..U+DCFF) is printed as ``\\xNN``, as numcnn names such classes; anything else as a
+    backslash escape too."""
+    bad = err.object[err.start:err.end]
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else
+                   c.encode("ascii", "backslashreplace").decode() for c in bad), err.end
+
+
+def _safe_streams():
+    """Paths are not always valid UTF-8: on a strict UTF-8 (or ASCII) terminal, print their odd
+    bytes as ``\\xNN`` escapes instead of crashing."""
+    import codecs
+    codecs.register_error("numcnn-escape", _escape)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="numcnn-escape")
+        except (AttributeError, ValueError, OSError):   # replaced streams (pytest, pipes)
+            pass
+
+
 def main(argv=None):
+    _safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[2:] if argv is None else argv[1:])
@@ -425,7 +459,7 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except NumcnnError as exc:
-        print(f"numcnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"numcnn {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:                 # `numcnn convdemo | head`: the reader left
         try:
@@ -434,7 +468,7 @@ def main(argv=None):
             pass
         return 0
     except (OSError, MemoryError) as exc:
-        print(f"numcnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"numcnn {args.command}: error: {_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"numcnn {args.command}: interrupted", file=sys.stderr)

@@ -43,6 +43,15 @@ class ModelFileError(NumcnnError):
     """A model or checkpoint file is missing a tensor, has bad metadata or an unknown layer."""
 
 
+class StorageError(NumcnnError, OSError):
+    """A file could not be written (disk full, read-only, no permission): the message names the
+    file and says what was kept.  Also an ``OSError`` (``errno`` set), for callers catching those."""
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
+
+
 class StateError(NumcnnError):
     """An object was used in the wrong order (backward before forward, step without grads...)."""
 
@@ -64,5 +73,5 @@ __all__ = [
     "NumcnnWarning", "InputRangeWarning", "PolarityWarning",
     "NumcnnError", "ShapeError", "DTypeError", "NonFiniteError", "DeviceError", "ConfigError",
     "DataError",
-    "DownloadError", "ModelFileError", "StateError",
+    "DownloadError", "ModelFileError", "StateError", "StorageError",
 ]

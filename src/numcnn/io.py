@@ -29,11 +29,15 @@ import numpy as np
 from .architecture import check_architecture, check_model_size
 from .backend import current, to_numpy
 from .errors import ConfigError, ModelFileError
-from .files import as_path, atomic_write, read_file  # noqa: F401 - atomic_write: numcnn.io's public name
+from .files import as_path, atomic_write, open_regular, read_exact  # noqa: F401 - atomic_write: numcnn.io's public name
 from .model import Sequential, register_entry_point
+from .validate import check_shape, file_index, file_int
 
 FORMAT = "numcnn/1"
 MAX_HEADER = 64 * 1024 * 1024
+#: a header listing more tensors than this is refused before it is parsed (a model has a few
+#: per layer; numcnn's architectures are capped at 10,000 layers)
+MAX_TENSORS = 100_000
 _DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I8": np.int8, "U8": np.uint8,
            "I16": np.int16, "I32": np.int32, "I64": np.int64, "BOOL": np.bool_}
 _CODES = {np.dtype(v).str: k for k, v in _DTYPES.items()}
@@ -59,16 +63,25 @@ def encode_safetensors(tensors: dict, metadata: dict) -> bytes:
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)
 
 
-def decode_safetensors(data: bytes, where="file"):
-    """Parse safetensors bytes into ``(tensors, metadata)``, checking every size first."""
-    if len(data) < 8:
-        raise ModelFileError(f"{where}: too short to be a safetensors file ({len(data)} bytes)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(MAX_HEADER, len(data) - 8):
-        raise ModelFileError(f"{where}: header claims {n} bytes but the file has {len(data) - 8} "
+def _header_length(first8, file_size, where):
+    if file_size < 8:
+        raise ModelFileError(f"{where}: too short to be a safetensors file ({file_size} bytes)")
+    (n,) = struct.unpack("<Q", first8)
+    if n > min(MAX_HEADER, file_size - 8):
+        raise ModelFileError(f"{where}: header claims {n} bytes but the file has {file_size - 8} "
                              "after the length field; the file is truncated or not a model file")
+    return n
+
+
+def _parse_header(raw, body_len, where):
+    """``(specs, metadata)`` from a safetensors JSON header: specs ``[(name, dtype, shape,
+    start, end)]`` checked against ``body_len`` data bytes, which they must cover exactly (a
+    file with bytes after its last tensor was appended to or is damaged)."""
+    if raw.count(b'"data_offsets"') > MAX_TENSORS:
+        raise ModelFileError(f"{where}: the header lists more than {MAX_TENSORS:,} tensors; not "
+                             "a numcnn model file")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelFileError(f"{where}: the header is not valid JSON ({exc}); not a model file") from None
     if not isinstance(header, dict):
@@ -76,26 +89,60 @@ def decode_safetensors(data: bytes, where="file"):
     meta = header.pop("__metadata__", {}) or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise ModelFileError(f"{where}: __metadata__ must map names to strings")
-    body = memoryview(data)[8 + n:]
-    tensors = {}
+    specs, covered = [], 0
     for name, spec in header.items():
         try:
             dt = np.dtype(_DTYPES[spec["dtype"]])
-            shape = tuple(int(d) for d in spec["shape"])
-            start, end = (int(o) for o in spec["data_offsets"])
+            shape = check_shape(spec.get("shape") if isinstance(spec, dict) else None, where,
+                                f"the shape of tensor {name!r}")
+            offsets = spec["data_offsets"]
+            if not isinstance(offsets, list) or len(offsets) != 2:
+                raise TypeError
+            start, end = (file_int(o, f"a data offset of tensor {name!r}", where) for o in offsets)
+        except ModelFileError as exc:       # a forged number: say which, in the entry's words
+            raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry: "
+                                 f"{str(exc)[len(where) + 2:]}") from None
         except (KeyError, TypeError, ValueError, OverflowError):
-            raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry {spec!r}") from None
+            shown = repr(spec) if len(repr(spec)) < 200 else repr(spec)[:197] + "..."
+            raise ModelFileError(f"{where}: tensor {name!r} has a bad header entry {shown}") from None
         count = 1
         for d in shape:
-            if d < 0:
-                raise ModelFileError(f"{where}: tensor {name!r} has a negative dimension {shape}")
             count *= d
-        if not 0 <= start <= end <= len(body) or end - start != count * dt.itemsize:
+        if not 0 <= start <= end <= body_len or end - start != count * dt.itemsize:
             raise ModelFileError(f"{where}: tensor {name!r} ({spec['dtype']} {list(shape)}) does not "
-                                 f"fit its data offsets [{start}, {end}) in {len(body)} data bytes; "
+                                 f"fit its data offsets [{start}, {end}) in {body_len} data bytes; "
                                  "the file is truncated or corrupt")
-        tensors[name] = np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).reshape(shape).copy()
-    return tensors, meta
+        covered = max(covered, end)
+        specs.append((name, dt, shape, start, end))
+    if covered != body_len:
+        raise ModelFileError(f"{where}: {body_len - covered:,} bytes follow the last tensor's data; "
+                             "the file was appended to or is damaged - use an intact copy")
+    return specs, meta
+
+
+def _tensors(specs, body):
+    return {name: np.frombuffer(body[start:end], dtype=dt.newbyteorder("<")).reshape(shape).copy()
+            for name, dt, shape, start, end in specs}
+
+
+def decode_safetensors(data: bytes, where="file"):
+    """Parse safetensors bytes into ``(tensors, metadata)``, checking every size first."""
+    n = _header_length(bytes(data[:8]), len(data), where)
+    specs, meta = _parse_header(bytes(data[8:8 + n]), len(data) - 8 - n, where)
+    return _tensors(specs, memoryview(data)[8 + n:]), meta
+
+
+def read_safetensors(path, what="model file"):
+    """``(tensors, metadata)`` of a safetensors file, reading no more than it declares: the
+    8-byte length, then the header (checked: at most :data:`MAX_HEADER` bytes and what the file
+    holds), then exactly the data bytes its tensors cover.  Only regular files are read
+    (:func:`numcnn.files.open_regular`)."""
+    where = as_path(path, f"read {what}")
+    with open_regular(where, what, ModelFileError) as (f, size):
+        n = _header_length(f.read(8) if size >= 8 else b"", size, where)
+        specs, meta = _parse_header(read_exact(f, n, where, what), size - 8 - n, where)
+        body = read_exact(f, size - 8 - n, where, what)
+    return _tensors(specs, body), meta
 
 
 def model_tensors(model) -> dict:
@@ -174,6 +221,11 @@ def model_from_parts(tensors, meta, where):
                                  f"needs {ref.shape}")
         if not np.all(np.isfinite(tensors[k])):
             raise ModelFileError(f"{where}: tensor {k} holds NaN or inf")
+        if k.endswith(".running_var") and np.any(tensors[k] < 0):
+            raise ModelFileError(f"{where}: tensor {k} holds a negative variance "
+                                 f"({float(tensors[k].min()):g}); a batch norm's running "
+                                 "variance is >= 0 - the file is damaged (it would make every "
+                                 "prediction NaN)")
     for i, layer in enumerate(model.layers):
         for name, p in layer.named_parameters().items():
             p.value = tensors[f"layers.{i}.{name}"]
@@ -232,7 +284,8 @@ def _restore_rng_states(model, states, where):
     if not isinstance(states, dict):
         raise ModelFileError(f"{where}: bad 'rng' metadata; it must map layer indices to states")
     for i, state in states.items():
-        layer = model.layers[int(i)] if str(i).isdigit() and int(i) < len(model.layers) else None
+        k = file_index(i, len(model.layers))
+        layer = None if k is None else model.layers[k]
         if layer is None or layer._rng_state() is None:
             raise ModelFileError(f"{where}: 'rng' metadata names layer {i!r}, which has no "
                                  "random generator")
@@ -245,13 +298,13 @@ def _restore_rng_states(model, states, where):
 def load_model(path):
     """Load a model written by :func:`save_model` (or a checkpoint: its model part)."""
     where = as_path(path, "read model file")
-    return model_from_parts(*decode_safetensors(read_file(where), where=where), where)
+    return model_from_parts(*read_safetensors(where, "model file"), where)
 
 
 def load_checkpoint(path):
     """``(model, optimizer_arrays, info)`` from a checkpoint written by the trainer."""
     where = as_path(path, "read checkpoint")
-    tensors, meta = decode_safetensors(read_file(path, "checkpoint"), where=where)
+    tensors, meta = read_safetensors(where, "checkpoint")
     model = model_from_parts(tensors, meta, where)
     info = _json_meta(meta, "checkpoint", where)
     if not isinstance(info, dict):

@@ -97,13 +97,15 @@ class Sequential:
         except TypeError:
             raise ConfigError(f"Sequential: pass a list of layers, e.g. Sequential([Conv2D(...), "
                               f"ReLU()]), got {type(layers).__name__}") from None
+        seen = set()                                    # ids: one pass, not N^2 comparisons
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise ConfigError(f"Sequential: item {i} is {type(layer).__name__}, not a numcnn layer")
-            if any(layer is other for other in layers[:i]):
+            if id(layer) in seen:
                 raise ConfigError(f"Sequential: item {i} ({layer!r}) is the same layer object as an "
                                   "earlier item; each position needs its own layer (build a new "
                                   "one; weights are not shared)")
+            seen.add(id(layer))
         if not layers:
             raise ConfigError("Sequential: needs at least one layer")
         self.layers = layers
@@ -404,7 +406,14 @@ class Sequential:
             if expected is not None and shape[0] != expected:
                 raise ShapeError(f"layer {i} {layer!r} expects {expected} input channels/features but "
                                  f"the previous layer gives shape {shape}")
-            shape = tuple(layer.output_shape(shape))
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except NumcnnError:
+                raise
+            except (ValueError, TypeError, IndexError) as exc:   # e.g. a 2-D shape into Conv2D
+                raise ShapeError(f"layer {i} {layer!r} cannot take an input of shape {shape} "
+                                 f"({exc}); give one sample's shape as the layer expects, e.g. "
+                                 "(C, H, W) for convolutions") from None
             if min(shape) < 1:
                 raise ShapeError(f"layer {i} {layer!r} would output shape {shape}: the input is too "
                                  "small for this architecture")

@@ -9,7 +9,19 @@ the trainer and the file readers all call these, so a rule is written once:
 * arrays at the boundary: :func:`check_array`, :func:`check_finite`, :func:`check_xy` (images and
   labels for training or evaluation), :func:`check_labels`;
 * numbers in descriptions read from files: :func:`spec_int`, :func:`spec_pair` (None for
-  anything that is not a plain integer, so the caller can say what was wrong).
+  anything that is not a plain integer, so the caller can say what was wrong);
+* numbers and keys read from files, with their range: :func:`file_int` (counters, steps,
+  epochs: a JSON integer, not a bool, not 10**400), :func:`file_index` (ASCII decimal keys such
+  as a layer index: ``"\u0663"`` and 5,000-digit strings pass ``str.isdigit`` but not this),
+  :func:`check_shape` (tensor shapes: rank and element count NumPy accepts);
+* labels read from data files: :func:`check_file_labels` (whole numbers in
+  ``0..max_classes()-1``, checked in their own dtype before anything is sized from them);
+* memory: :func:`check_data_bytes` (a decoded dataset's size, estimated from its headers, must
+  fit :func:`max_data_bytes`).
+
+Limits that a legitimate use may need to raise are environment variables:
+``NUMCNN_MAX_CLASSES`` (default 10,000 classes) and ``NUMCNN_MAX_DATA_BYTES`` (default half the
+machine's memory).
 
 It imports nothing of numcnn but the errors and the array-module seam: every floor may use it.
 """
@@ -20,7 +32,9 @@ import math
 import numpy as np
 
 from .backend import get_array_module, to_numpy
-from .errors import ConfigError, DTypeError, NonFiniteError, ShapeError
+import os
+
+from .errors import ConfigError, DataError, DTypeError, ModelFileError, NonFiniteError, ShapeError
 
 
 def check_finite(x, where: str, shape=None):
@@ -176,3 +190,134 @@ def spec_pair(v):
         return None if a is None or b is None else (max(a, 0), max(b, 0))
     a = spec_int(v)
     return None if a is None else (max(a, 0), max(a, 0))
+
+
+#: counters read from files (epochs, steps, batches) are at most this: exact in float64
+MAX_COUNT = 2 ** 53
+#: tensors and arrays read from files have at most this many dimensions (NumPy allows 64)
+MAX_RANK = 32
+#: default cap on the number of classes a dataset's labels may imply (NUMCNN_MAX_CLASSES)
+MAX_CLASSES = 10_000
+
+
+def file_int(v, what, where, lo=0, hi=MAX_COUNT, error=ModelFileError):
+    """``v`` (a number read from a file) as an int in ``[lo, hi]``, else ``error`` naming it.
+    Bools, floats, strings and out-of-range integers (10**400) are refused."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        raise error(f"{where}: {what} must be an integer in [{lo}, {hi}], got {shown}; the file "
+                    "is damaged or was not written by numcnn")
+    return int(v)
+
+
+def file_index(key, n):
+    """``key`` (a string read from a file) as an index in ``[0, n)``, or None: only ASCII
+    decimal digits, at most 9 of them (``str.isdigit`` also accepts ``'\u0663'`` and superscripts,
+    and ``int()`` refuses 5,000-digit strings)."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 9 or not key.isascii() \
+            or not key.isdigit():
+        return None
+    i = int(key)
+    return i if i < n else None
+
+
+def check_shape(shape, where, what="shape", error=ModelFileError, max_rank=MAX_RANK,
+                max_elements=2 ** 62):
+    """A shape read from a file as a tuple of ints: a list of at most ``max_rank`` integers
+    >= 0 whose product is at most ``max_elements`` (NumPy refuses more than 64 dimensions and
+    products beyond 2**63)."""
+    if not isinstance(shape, (list, tuple)) or len(shape) > max_rank:
+        raise error(f"{where}: {what} must be a list of at most {max_rank} sizes, got "
+                    f"{type(shape).__name__}" + (f" of length {len(shape)}"
+                                                 if isinstance(shape, (list, tuple)) else ""))
+    if any(isinstance(d, int) and not isinstance(d, bool) and d < 0 for d in shape):
+        raise error(f"{where}: {what} {list(shape)[:8]} has a negative dimension")
+    dims = tuple(file_int(d, what, where, 0, max_elements, error) for d in shape)
+    count = 1
+    for d in dims:
+        count *= d
+    if count > max_elements:
+        raise error(f"{where}: {what} {list(dims)} is {count:,} elements, more than NumPy or "
+                    "numcnn takes; the file is damaged")
+    return dims
+
+
+def _env_limit(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r}: must be a positive whole number")
+    return value
+
+
+def max_classes():
+    """The most classes a dataset's labels may imply: 10,000, or ``NUMCNN_MAX_CLASSES``."""
+    return _env_limit("NUMCNN_MAX_CLASSES", MAX_CLASSES)
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):     # not POSIX: assume 8 GiB
+        return 8 << 30
+
+
+def max_data_bytes():
+    """The most bytes a dataset may decode to: half the machine's memory, or
+    ``NUMCNN_MAX_DATA_BYTES``."""
+    return _env_limit("NUMCNN_MAX_DATA_BYTES", _physical_memory() // 2)
+
+
+def _size(n):
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_data_bytes(nbytes, where, what, error=DataError):
+    """Refuse data that would decode to more than :func:`max_data_bytes` - from its headers,
+    before decoding - saying how much, the limit, and how to raise it."""
+    limit = max_data_bytes()
+    if nbytes > limit:
+        raise error(f"{where}: {what} would take {_size(nbytes)} ({nbytes:,} bytes) in memory, "
+                    f"more than numcnn's limit of {_size(limit)} (half this machine's memory by "
+                    "default); use a smaller dataset or a smaller --image-size, or raise the "
+                    f"limit with the environment variable NUMCNN_MAX_DATA_BYTES={nbytes}")
+
+
+def check_file_labels(y, where, error=DataError, num_classes=None):
+    """Labels read from a data file as int64 ``(N,)``: whole numbers in ``0..K-1`` where ``K``
+    is ``num_classes`` or at most :func:`max_classes`, checked in the labels' own dtype (a
+    uint64 2**64-1 or a float 1e300 is refused, never wrapped to a negative int64)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise error(f"{where}: labels must have shape (N,) (class ids), got {y.shape}; for "
+                    f"one-hot labels pass y.argmax(axis=1)")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise error(f"{where}: labels must be whole class ids, found non-integer values")
+    elif y.dtype.kind not in "iub":
+        raise error(f"{where}: labels must be integer class ids, got dtype {y.dtype}")
+    if y.size == 0:
+        return y.astype(np.int64)
+    lo, hi = y.min(), y.max()
+    if lo < 0:
+        raise error(f"{where}: labels must be >= 0, found {lo}")
+    cap = num_classes if num_classes is not None else max_classes()
+    if hi >= cap:
+        if num_classes is not None:
+            raise error(f"{where}: labels go up to {hi} but there are only {num_classes} classes")
+        top = float(hi) if y.dtype.kind == "f" else int(hi)
+        raise error(f"{where}: the largest label is {top}, which would mean more than {cap:,} "
+                    "classes (numcnn's cap); the labels file is damaged, or if you really have "
+                    "that many classes raise the cap with the environment variable "
+                    f"NUMCNN_MAX_CLASSES={int(min(float(hi), 1e18)) + 1}")
+    return y.astype(np.int64)

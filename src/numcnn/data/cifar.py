@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..files import open_regular
+from ..validate import check_data_bytes
 
 
 _CIFAR_PIXELS = 3 * 32 * 32
@@ -35,29 +37,24 @@ def _cifar_kind_from_name(path: Path, size: int) -> str:
 
 
 def _read_cifar_file(path: Path, kind: str | None, coarse: bool):
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such CIFAR binary file; check the path") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory where a CIFAR .bin file was expected")
-    kind = kind or _cifar_kind_from_name(path, size)
-    if kind not in ("cifar10", "cifar100"):
-        raise ConfigError(f"read_cifar_binary: kind must be 'cifar10' or 'cifar100', got "
-                          f"{kind!r}")
-    nlab = 1 if kind == "cifar10" else 2
-    record = nlab + _CIFAR_PIXELS
-    if size == 0 or size % record:
-        raise DataError(
-            f"{path}: {size} bytes is not a whole number of {kind.upper()} records "
-            f"({record} bytes each: {nlab} label byte(s) + 3072 pixel bytes); the file is "
-            f"truncated or not the CIFAR binary version - download it again")
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    with open_regular(path, "CIFAR binary file", DataError) as (f, size):
+        kind = kind or _cifar_kind_from_name(path, size)
+        if kind not in ("cifar10", "cifar100"):
+            raise ConfigError(f"read_cifar_binary: kind must be 'cifar10' or 'cifar100', got "
+                              f"{kind!r}")
+        nlab = 1 if kind == "cifar10" else 2
+        record = nlab + _CIFAR_PIXELS
+        if size == 0 or size % record:
+            raise DataError(
+                f"{path}: {size} bytes is not a whole number of {kind.upper()} records "
+                f"({record} bytes each: {nlab} label byte(s) + 3072 pixel bytes); the file is "
+                f"truncated or not the CIFAR binary version - download it again")
+        # the records, then one copy of the images: about twice the file
+        check_data_bytes(2 * size, path, f"{size // record:,} CIFAR records")
+        try:
+            raw = np.fromfile(f, dtype=np.uint8, count=size)
+        except ValueError as exc:
+            raise DataError(f"{path}: cannot read ({exc})") from exc
     if raw.size != size:  # pragma: no cover - file changed under us
         raise DataError(f"{path}: file changed while being read; try again")
     rec = raw.reshape(-1, record)
@@ -111,6 +108,9 @@ def read_cifar_binary(path_or_dir, coarse: bool = False, kind: str | None = None
         return _read_cifar_file(p, kind, coarse)
     for d in (p, p / "cifar-10-batches-bin", p / "cifar-100-binary"):
         if all((d / n).is_file() for n in _CIFAR10_TRAIN + (_CIFAR10_TEST,)):
+            # the batches and their concatenation: about twice the files, from their sizes
+            check_data_bytes(2 * sum((d / n).stat().st_size for n in _CIFAR10_TRAIN), d,
+                             "the CIFAR-10 training batches")
             parts = [_read_cifar_file(d / n, "cifar10", coarse) for n in _CIFAR10_TRAIN]
             train = (np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts]))
             return train, _read_cifar_file(d / _CIFAR10_TEST, "cifar10", coarse)

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..validate import check_file_labels, max_classes
 from . import embedded as _emb
 from . import images as _img
 from .cifar import read_cifar_binary
@@ -105,6 +106,9 @@ class Dataset:
     def __post_init__(self):
         if self.classes is None:
             k = int(max(self.y_train.max(initial=-1), self.y_test.max(initial=-1))) + 1
+            if k > max_classes():          # labels not read by _labels: never size from them
+                check_file_labels(self.y_train, self.source or self.name)
+                check_file_labels(self.y_test, self.source or self.name)
             self.classes = tuple(str(i) for i in range(k))
         else:
             self.classes = tuple(str(c) for c in self.classes)
@@ -192,22 +196,9 @@ def _find_idx_files(d: Path):
 
 
 def _labels(y, where):
-    """Validate class labels and return them as int64 (N,)."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise DataError(f"{where}: labels must have shape (N,) (class ids), got {y.shape}; for "
-                        f"one-hot labels pass y.argmax(axis=1)")
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise DataError(f"{where}: labels must be whole class ids, found non-integer "
-                            f"values")
-    elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-        raise DataError(f"{where}: labels must be integer class ids, got dtype {y.dtype}")
-    if y.size and y.min() < 0:
-        raise DataError(f"{where}: labels must be >= 0, found {y.min()}")
-    return y.astype(np.int64)
+    """Validate class labels (whole numbers, 0..max_classes()-1, checked before anything is
+    sized from them) and return them as int64 (N,)."""
+    return check_file_labels(y, where)
 
 
 def _images(x, where):

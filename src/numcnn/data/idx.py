@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..files import atomic_write
+from ..files import atomic_write, open_regular
+from ..validate import check_data_bytes
 
 #: IDX type byte -> big-endian NumPy dtype of one element.
 IDX_DTYPES = {
@@ -89,23 +89,15 @@ def read_idx(path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as raw:
+        with open_regular(path, "IDX file", DataError) as (raw, file_size):
             head = raw.read(2)
             raw.seek(0)
             if head == _GZIP_MAGIC:
-                compressed_size = os.fstat(raw.fileno()).st_size
                 with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                    return _read_idx_stream(gz, path, compressed_size=compressed_size)
-            file_size = os.fstat(raw.fileno()).st_size
+                    return _read_idx_stream(gz, path, compressed_size=file_size)
             return _read_idx_stream(raw, path, file_size=file_size)
     except DataError:
         raise
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such IDX file; check the path or download the dataset "
-                        f"again") from exc
-    except IsADirectoryError as exc:
-        raise DataError(f"{path}: is a directory, expected an IDX file such as "
-                        f"train-images-idx3-ubyte.gz") from exc
     except (OSError, EOFError, zlib.error, struct.error, ValueError) as exc:
         raise DataError(f"{path}: could not read IDX data ({type(exc).__name__}: {exc}); the "
                         f"file is corrupt or truncated - download it again") from exc
@@ -133,6 +125,9 @@ def _read_idx_stream(stream, path, file_size=None, compressed_size=None):
     nbytes = count * dtype.itemsize
     header = 4 + 4 * ndim
     shape_txt = " x ".join(str(d) for d in dims)
+    if ndim > 32:
+        raise DataError(f"{path}: IDX header declares {ndim} dimensions; numcnn reads at most 32 "
+                        "(images have 3, labels 1) - the file is damaged")
 
     if file_size is not None:                    # raw file: compare with the real size first
         have = file_size - header
@@ -142,6 +137,7 @@ def _read_idx_stream(stream, path, file_size=None, compressed_size=None):
                 f"{path}: IDX header declares {shape_txt} {dtype.name} elements = {nbytes} "
                 f"bytes of data, but the file holds {have} bytes after the {header}-byte "
                 f"header ({what}); the file is damaged or not IDX - download it again")
+        check_data_bytes(nbytes, path, f"the IDX data ({shape_txt} {dtype.name})")
         data = np.fromfile(stream, dtype=dtype, count=count)
         if data.size != count:  # pragma: no cover - file changed under us
             raise DataError(f"{path}: file shrank while being read; try again")
@@ -151,6 +147,7 @@ def _read_idx_stream(stream, path, file_size=None, compressed_size=None):
                 f"{path}: IDX header declares {shape_txt} {dtype.name} elements = {nbytes} "
                 f"bytes, which a {compressed_size}-byte gzip file cannot hold; the header is "
                 f"corrupt - download the file again")
+        check_data_bytes(nbytes, path, f"the IDX data ({shape_txt} {dtype.name})")
         buf = _read_capped(stream, nbytes + 1)   # +1 byte detects trailing data
         if len(buf) != nbytes:
             what = ("is truncated" if len(buf) < nbytes else

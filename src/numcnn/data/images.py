@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..files import open_regular
+from ..validate import check_data_bytes
 
 #: File name extensions :func:`read_image_folder` documents support for (Pillow may read more).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -79,12 +81,12 @@ def _open_image(path: Path):
     that has been read, so nothing big has been allocated yet.
     """
     Image, _ = _pil()
-    with _pillow_errors(path, "open", "damaged, too large or not an image"):
-        with Image.open(path) as img:
-            h, w = img.height, img.width
-            if _orientation(img) in _SIDEWAYS:            # stored sideways: shown w x h
-                h, w = w, h
-            return img.mode, (h, w)
+    with _pillow_errors(path, "open", "damaged, too large or not an image"), \
+            open_regular(path, "image file", DataError) as (f, _size), Image.open(f) as img:
+        h, w = img.height, img.width
+        if _orientation(img) in _SIDEWAYS:            # stored sideways: shown w x h
+            h, w = w, h
+        return img.mode, (h, w)
 
 
 def image_size(path) -> tuple:
@@ -143,19 +145,19 @@ def _deep_to_uint8(img, path: Path) -> np.ndarray:
 def _decode_image(path: Path, size, mode: str) -> np.ndarray:
     """Decode one image to a (H, W) or (H, W, 3) uint8 array in ``mode`` ('L' or 'RGB')."""
     Image, _ = _pil()
-    with _pillow_errors(path, "decode", "damaged, truncated or too large"):
-        with Image.open(path) as img:
-            img.load()
-            if _orientation(img) != 1:      # a phone photo: shown the way its camera said
-                from PIL import ImageOps
-                img = ImageOps.exif_transpose(img)
-            if img.mode in _DEEP_MODES:     # scale to 'L' first: convert() would clip
-                img = Image.fromarray(_deep_to_uint8(img, path))
-            if img.mode != mode:
-                img = img.convert(mode)     # 'L' -> 'RGB' replicates the grey level
-            if size is not None and (img.height, img.width) != tuple(size):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+    with _pillow_errors(path, "decode", "damaged, truncated or too large"), \
+            open_regular(path, "image file", DataError) as (f, _size), Image.open(f) as img:
+        img.load()
+        if _orientation(img) != 1:      # a phone photo: shown the way its camera said
+            from PIL import ImageOps
+            img = ImageOps.exif_transpose(img)
+        if img.mode in _DEEP_MODES:     # scale to 'L' first: convert() would clip
+            img = Image.fromarray(_deep_to_uint8(img, path))
+        if img.mode != mode:
+            img = img.convert(mode)     # 'L' -> 'RGB' replicates the grey level
+        if size is not None and (img.height, img.width) != tuple(size):
+            img = img.resize((size[1], size[0]), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
 
 
 def load_image(path, size=None, channels: int | None = None) -> np.ndarray:
@@ -177,9 +179,7 @@ def load_image(path, size=None, channels: int | None = None) -> np.ndarray:
     size = _check_size(size, "load_image")
     if channels not in (None, 1, 3):
         raise ConfigError(f"load_image: channels must be 1, 3 or None, got {channels!r}")
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
-    mode0, _ = _open_image(path)
+    mode0, _ = _open_image(path)          # a regular file, or DataError saying what it is
     if channels is None:
         channels = 1 if mode0 in _GREY_MODES else 3
     arr = _decode_image(path, size, "L" if channels == 1 else "RGB")
@@ -188,16 +188,36 @@ def load_image(path, size=None, channels: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+def class_name(folder_name: str) -> str:
+    """A class folder's name as text: names that are not valid UTF-8 (``os.fsdecode`` gives
+    surrogates for their bytes) get ``\\xe9``-style escapes, so they can be printed, plotted and
+    stored; the same folder always gives the same name."""
+    return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _walk_error(exc):
+    raise DataError(f"{exc.filename}: cannot read this folder ({exc.strerror or exc}); an "
+                    "unreadable class folder would silently become a class without images - "
+                    "fix its permissions or remove it")
+
+
 def _scan_image_folder(root: Path, classes=None):
     """List (files, labels, class_names) of a class-per-sub-folder tree (sorted, no decoding).
 
     Hidden files and folders (name starting with '.') are skipped; files directly inside
-    ``root`` are ignored; class folders are searched recursively.
+    ``root`` are ignored; class folders are searched recursively.  A folder that cannot be read
+    is a DataError (never an empty class); class names that are not UTF-8 are escapes
+    (:func:`class_name`).
     """
     if not root.is_dir():
         raise DataError(f"{root}: not a directory; an image folder has one sub-folder per "
                         f"class")
-    found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    try:
+        raw = {class_name(e.name): e.name for e in os.scandir(root)
+               if e.is_dir() and not e.name.startswith(".")}
+    except OSError as exc:
+        _walk_error(exc)
+    found = sorted(raw)
     if classes is None:
         classes = found
     else:
@@ -212,7 +232,7 @@ def _scan_image_folder(root: Path, classes=None):
     index = {c: i for i, c in enumerate(classes)}
     files, labels = [], []
     for c in found:
-        for dirpath, dirnames, filenames in os.walk(root / c):
+        for dirpath, dirnames, filenames in os.walk(root / raw[c], onerror=_walk_error):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
                 if not fn.startswith("."):
@@ -248,6 +268,9 @@ def _folder_size(files, infos, size, root):
 def _decode_all(files, size, mode):
     n = len(files)
     c = 1 if mode == "L" else 3
+    # from the headers, before decoding: many small images can still be too many
+    check_data_bytes(n * size[0] * size[1] * c, os.path.commonpath([str(f) for f in files])
+                     if n > 1 else str(files[0]), f"{n:,} images of {size[0]}x{size[1]}x{c}")
     out = np.empty((n, size[0], size[1], c), dtype=np.uint8)
     for i, f in enumerate(files):   # one decode per file: I/O cannot be vectorised
         arr = _decode_image(f, size, mode)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import open_regular
+from ..validate import check_data_bytes
 from .idx import MAX_DEFLATE_RATIO
 
 
@@ -27,7 +29,7 @@ def _npy_header(f, version):
     return reader(f, version)
 
 
-def _check_npz_members(path: Path):
+def _check_npz_members(path: Path, f, size):
     """Check every member of a .npz against the archive before NumPy allocates anything.
 
     Each member must be a ``NAME.npy`` array (what ``numpy.savez`` writes) without Python
@@ -36,8 +38,8 @@ def _check_npz_members(path: Path):
     (DEFLATE's ~1032:1).  So a forged header claiming 10**12 elements is a DataError before
     any allocation.
     """
-    size = path.stat().st_size
-    with zipfile.ZipFile(path) as zf:
+    total = 0
+    with zipfile.ZipFile(f) as zf:
         infos = zf.infolist()
         packed = sum(i.compress_size for i in infos)
         if packed > size:
@@ -71,6 +73,8 @@ def _check_npz_members(path: Path):
                 raise DataError(f"{path}: array {name[:-4]!r} declares shape {tuple(shape)} of "
                                 f"{dtype} = {need} bytes but its archive member holds {have} "
                                 f"bytes after the header; the file is truncated or corrupt")
+            total += need
+    check_data_bytes(total, path, "the arrays of this .npz")
 
 
 def read_npz(path) -> dict:
@@ -80,35 +84,32 @@ def read_npz(path) -> dict:
     unpickling, i.e. running code from the file) is refused with a DataError.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such .npz file") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    if head[:2] != b"PK":
-        raise DataError(f"{path}: not a .npz archive (a .npz is a zip file starting with 'PK', "
-                        f"this starts with {head!r}); save it with numpy.savez")
     out = {}
-    try:
-        _check_npz_members(path)
-        with np.load(path, allow_pickle=False) as z:
-            for key in z.files:
-                try:
-                    out[key] = z[key]
-                except ValueError as exc:
-                    if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-                        raise DataError(
-                            f"{path}: array {key!r} is an object array, which could only be "
-                            f"loaded by unpickling (running code from the file); numcnn "
-                            f"refuses - save plain numeric arrays instead") from exc
-                    raise
-    except DataError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError
-        raise DataError(f"{path}: damaged .npz archive ({type(exc).__name__}: {exc}); save "
-                        f"it again with numpy.savez") from exc
+    with open_regular(path, ".npz file", DataError) as (f, size):
+        head = f.read(4)
+        if head[:2] != b"PK":
+            raise DataError(f"{path}: not a .npz archive (a .npz is a zip file starting with "
+                            f"'PK', this starts with {head!r}); save it with numpy.savez")
+        try:
+            f.seek(0)
+            _check_npz_members(path, f, size)
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                for key in z.files:
+                    try:
+                        out[key] = z[key]
+                    except ValueError as exc:
+                        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                            raise DataError(
+                                f"{path}: array {key!r} is an object array, which could only "
+                                f"be loaded by unpickling (running code from the file); numcnn "
+                                f"refuses - save plain numeric arrays instead") from exc
+                        raise
+        except DataError:
+            raise
+        except Exception as exc:  # zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError
+            raise DataError(f"{path}: damaged .npz archive ({type(exc).__name__}: {exc}); save "
+                            f"it again with numpy.savez") from exc
     if not out:
         raise DataError(f"{path}: the .npz archive holds no arrays")
     return out

@@ -15,6 +15,7 @@ import math
 from ..errors import ModelFileError, StateError
 from ..io import load_checkpoint
 from ..layers.container import check_rng_state
+from ..validate import MAX_COUNT, file_index
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "images_per_s")
 
@@ -28,12 +29,14 @@ def check_checkpoint_info(info, path, n_layers):
                               "not written by numcnn's Trainer or is damaged - use another "
                               "checkpoint or start fresh")
 
-    def count(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    def count(v):           # a counter read from the file: 0..2**53 (10**400 is refused)
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
 
-    def number(v, positive=False):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
-            and (v > 0 if positive else True)
+    def number(v, positive=False):  # math.isfinite(10**400) itself raises OverflowError
+        if isinstance(v, bool) or not isinstance(v, (int, float)) \
+                or (isinstance(v, int) and abs(v) > MAX_COUNT):
+            return False
+        return math.isfinite(v) and (v > 0 if positive else True)
 
     opt = info.get("optimizer")
     if not isinstance(opt, dict) or not isinstance(opt.get("type"), str) \
@@ -43,20 +46,35 @@ def check_checkpoint_info(info, path, n_layers):
     if ps is not None and not (isinstance(ps, list) and all(count(t) for t in ps)):
         raise bad("optimizer step counts per parameter")
     if not count(info.get("epoch")) or not count(info.get("batch")):
-        raise bad(f"epoch {info.get('epoch')!r}, batch {info.get('batch')!r}")
+        def short(v):
+            text = repr(v)
+            return text if len(text) <= 30 else f"{text[:12]}...({len(text)} characters)"
+        raise bad(f"epoch {short(info.get('epoch'))}, batch {short(info.get('batch'))}")
     partial = info.get("partial")
     if partial is not None and not (
             isinstance(partial, dict) and count(partial.get("seen")) and count(partial.get("correct"))
             and number(partial.get("loss_sum")) and number(partial.get("time"))):
         raise bad("the partial-epoch totals")
+    # the position and the partial-epoch state must agree: the Trainer writes batch 0 without
+    # partial totals at an epoch's end, and batch k > 0 with the totals of k batches mid-epoch
+    if info["batch"] > 0 and (partial is None or partial["seen"] < 1
+                              or partial["correct"] > partial["seen"]):
+        raise bad(f"batch {info['batch']} of an unfinished epoch without its partial totals")
+    if info["batch"] == 0 and partial is not None:
+        raise bad("partial-epoch totals at the start of an epoch")
     hist = info.get("history")
     if not isinstance(hist, dict) or not all(isinstance(hist.get(k, []), list) for k in HISTORY_KEYS):
         raise bad("history")
+    for k in HISTORY_KEYS:
+        if not all(v is None or isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)
+                                                         and abs(v) <= MAX_COUNT)
+                   for v in hist.get(k, [])):
+            raise bad(f"history {k!r}")
     rng = info.get("rng", {})
     if not isinstance(rng, dict):
         raise bad("random states")
     for i, st in rng.items():
-        if not (isinstance(i, str) and i.isdigit() and int(i) < n_layers):
+        if file_index(i, n_layers) is None:
             raise bad(f"random state for layer {i!r}")
         try:
             check_rng_state(st)                  # a generator's, or a block's by nested name
@@ -106,10 +124,12 @@ def restore_checkpoint(trainer, path, raw_images=None):
         raise StateError(f"resume: checkpoint {path!r} was trained with other settings "
                          f"({', '.join(changed)}); resume with the same ones (only the "
                          "learning rate and the number of epochs may change)")
-    if info["epoch"] > trainer.epochs:    # equal: a finished run, resumed, changes nothing
+    if info["epoch"] > trainer.epochs or (info["batch"] > 0 and info["epoch"] >= trainer.epochs):
+        # equal at an epoch's end: a finished run, resumed, changes nothing
+        need = info["epoch"] + (info["batch"] > 0)
         raise StateError(f"resume: checkpoint {path!r} has already finished {info['epoch']} "
-                         f"epoch(s), more than the {trainer.epochs} this run asks for: ask for "
-                         f"at least {info['epoch']} epochs")
+                         f"epoch(s){' and part of the next' if info['batch'] else ''}, more than "
+                         f"the {trainer.epochs} this run asks for: ask for at least {need} epochs")
     # everything that can refuse the checkpoint runs before the model is touched
     trainer.optimizer.params = trainer.model.parameters()
     trainer.optimizer.load_state_arrays(optim_arrays, info["optimizer"]["steps"], info["optimizer"]["lr"],
@@ -124,7 +144,7 @@ def restore_checkpoint(trainer, path, raw_images=None):
     trainer.model.normalization = ck_model.normalization
     trainer.model.training_data = ck_model.training_data or trainer.model.training_data
     for i, st in info.get("rng", {}).items():
-        trainer.model.layers[int(i)]._set_rng_state(st)
+        trainer.model.layers[file_index(i, len(trainer.model.layers))]._set_rng_state(st)
     trainer.history = {k: list(info["history"].get(k, [])) for k in HISTORY_KEYS}
     es = info.get("early_stopping", {})
     trainer.best = math.inf if es.get("best") is None else es["best"]

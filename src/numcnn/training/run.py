@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -36,7 +37,7 @@ from ..data.datasets import DIGIT_CLASSES, is_named, load_dataset
 from ..data.provenance import describe_training_data
 from ..errors import ConfigError, NumcnnError
 from ..io import load_checkpoint
-from ..files import atomic_write, check_writable_folder
+from ..files import atomic_write, check_writable_folder, remove_stale_temps
 from ..layers import Conv2D
 from ..parallel import launch
 from ..viz import plots
@@ -76,7 +77,12 @@ def first_conv(model):
 
 
 def write_json(obj, path):
-    """JSON written the way every numcnn file is: atomically, its folder created if needed."""
+    """JSON written the way every numcnn file is: atomically, its folder created if needed;
+    ``"-"`` writes it to standard output."""
+    if path == "-":
+        sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+        sys.stdout.flush()
+        return
     atomic_write(path, json.dumps(obj, indent=1).encode())
 
 
@@ -119,10 +125,12 @@ class RunFolderLock:
     def __init__(self, folder):
         self.folder = folder
         self._fd = None
+        self.acquired_at = None          # time.time() when the lock was taken
 
     def acquire(self):
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, ".lock")
+        self.made_lock_file = not os.path.exists(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         if fcntl is not None:
             try:
@@ -134,7 +142,18 @@ class RunFolderLock:
                                       "now; wait for it to finish, or choose another --out") from None
                 raise
         self._fd = fd
+        self.acquired_at = time.time()
         return self
+
+    def discard(self):
+        """Release the lock and remove the ``.lock`` file if :meth:`acquire` made it (a run that
+        turned out to have nothing to do leaves the folder as it found it)."""
+        if self.made_lock_file:
+            try:
+                os.unlink(os.path.join(self.folder, ".lock"))
+            except OSError:
+                pass
+        self.release()
 
     def release(self):
         if self._fd is not None:
@@ -189,11 +208,17 @@ class TrainingRun:
                  "threads")
         return {"model": self.model_spec, **{n: getattr(self, n) for n in names}}
 
+    def _join(self):
+        """Set the thread count and, under ``mpiexec``, join the MPI job (once)."""
+        if not getattr(self, "_joined", False):
+            self.world = launch.setup(self.threads)
+            self._joined = True
+
     def prepare(self):
         """Load the data, build the model and the trainer, and check that they fit together.
         Sets the thread count and, under ``mpiexec``, joins the MPI job (rank 0 prints and
         writes; every rank trains its rows of each batch)."""
-        self.world = launch.setup(self.threads)
+        self._join()
         ck_data = None
         if self.resume is not None:
             ck_model, _, self.resume_info = load_checkpoint(self.resume)   # refused if not one
@@ -261,39 +286,70 @@ class TrainingRun:
         return self
 
     def _check_folder_free(self):
+        """What a previous run left in the folder decides (the lock is held):
+
+        * nothing, or only temporaries of killed writes: a fresh start (temporaries removed);
+        * ``checkpoint.safetensors``: continuable - refused without ``--resume``, saying how;
+        * ``model.safetensors`` without a checkpoint: a finished run - refused;
+        * only ``best.safetensors``/``history.json`` (killed before its first checkpoint was
+          written): nothing to continue, so the run restarts from epoch 0 and says so.
+        """
+        stale = remove_stale_temps(self.out, self._lock.acquired_at)
+        if stale:
+            self.log(f"removed {stale} temporary file(s) left by an interrupted write in {self.out}")
         previous = [f for f in RUN_FILES if os.path.exists(os.path.join(self.out, f))]
-        if previous and not self.resume:
-            raise ConfigError(f"--out {self.out} holds a previous run ({', '.join(previous)}); "
-                              f"continue it with --resume "
-                              f"{os.path.join(self.out, 'checkpoint.safetensors')}, or choose "
-                              "another --out (or delete that folder)")
+        if not previous or self.resume:
+            return
+        ck = os.path.join(self.out, "checkpoint.safetensors")
+        if os.path.exists(ck):
+            raise ConfigError(f"--out {self.out} holds a previous run ({', '.join(previous)}) that "
+                              f"can be continued: add --resume {ck}; or choose another --out "
+                              "(or delete that folder)")
+        if os.path.exists(os.path.join(self.out, "model.safetensors")):
+            raise ConfigError(f"--out {self.out} holds a finished run ({', '.join(previous)}); "
+                              "choose another --out (or delete that folder)")
+        for f in previous:               # no checkpoint: the old run can only be restarted
+            os.unlink(os.path.join(self.out, f))
+        self.log(f"--out {self.out} held {', '.join(previous)} from a run stopped before its "
+                 "first checkpoint; nothing to continue, so this run starts again from epoch 0")
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self):
         """Train, evaluate on the test split and write the run folder.
 
+        The folder is locked (:class:`RunFolderLock`) before anything is written and, when
+        ``out`` is given, before the data is loaded, so a second run on it is refused at once.
         Returns ``{"out", "history", "report", "elapsed", "interrupted"}``; ``report`` is None
         for an interrupted run (its checkpoint continues it: :attr:`resume_command`).
         """
-        if self.trainer is None:
+        self._join()
+        rank0 = self.world is None or self.world.root
+        early = self.trainer is None and self.out is not None and rank0
+        if self.trainer is None and not early:
             self.prepare()
-        if self._already_complete():
-            return {"out": self.out, "history": self.resume_info.get("history"), "report": None,
-                    "elapsed": 0.0, "interrupted": False, "complete": True}
-        if self.world is not None and not self.world.root:
-            return self._train()                 # only rank 0 owns (and writes) the folder
-        made = not os.path.exists(self.out)
+        if not rank0:                            # only rank 0 owns (and writes) the folder
+            return self._complete_result() if self._already_complete() else self._train()
+        created = not os.path.exists(self.out)
         check_writable_folder(self.out)          # a clear error before the lock makes the folder
         try:
-            with RunFolderLock(self.out):
+            with RunFolderLock(self.out) as self._lock:
                 self._check_folder_free()
+                if early:
+                    self.prepare()
+                if self._already_complete():
+                    self._lock.discard()
+                    return self._complete_result()
                 launch.write_run_json(self.out, launch.run_record(
                     self.arguments(), self.argv, self.dataset, self.world, __version__))
                 return self._train()
-        except BaseException:                     # a second Ctrl-C, an error in the first epoch
-            if made:
+        except BaseException:       # refused before training, a second Ctrl-C, an error in the
+            if created:             # first epoch: leave no empty run folder behind
                 _remove_if_empty(self.out)
             raise
+
+    def _complete_result(self):
+        return {"out": self.out, "history": self.resume_info.get("history"), "report": None,
+                "elapsed": 0.0, "interrupted": False, "complete": True}
 
     def _already_complete(self):
         """A resumed checkpoint that finished every epoch: nothing to do, nothing to change."""

@@ -215,7 +215,7 @@ class Trainer:
         if resume is not None:
             start_epoch, start_batch, partial = self.restore(
                 resume, None if isinstance(train, DataLoader) else raw)
-            if start_batch > len(loader):
+            if start_batch >= len(loader) and start_batch > 0:   # the Trainer never writes k = n
                 raise StateError(f"resume: checkpoint {resume!r} stopped at batch {start_batch} of "
                                  f"epoch {start_epoch + 1} but this data has {len(loader)} batches "
                                  "per epoch: resume with the same data and batch size")

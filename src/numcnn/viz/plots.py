@@ -13,13 +13,15 @@ that a Jupyter notebook shows as the picture).  With ``path=None`` nothing is wr
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..backend import to_numpy
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError
+from ..files import atomic_write
 from ..functional import softmax
 from ..layers.activation import Softmax
 
@@ -67,15 +69,64 @@ def _show_figures_inline():
 
 
 def _save(fig, path):
-    """Write ``fig`` to ``path`` and return a :class:`PlotPath`; ``path=None``: return the
-    Figure (for a notebook or further drawing), nothing written."""
+    """Render to memory, then write atomically (a kill never leaves a 0-byte or half PNG), and
+    return a :class:`PlotPath`; ``path=None``: return the Figure (for a notebook or further
+    drawing), nothing written."""
     if path is None:
         _show_figures_inline()
         return fig
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi, format="png", facecolor="white")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=fig.dpi, format="png", facecolor="white")
+    atomic_write(path, buf.getvalue())
     return PlotPath(str(path))
+
+
+#: history.json files larger than this are refused unread (a run of 10,000 epochs is ~2 MiB)
+MAX_HISTORY_BYTES = 64 << 20
+_HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time",
+                 "images_per_s")
+
+
+def read_history(path):
+    """The ``history.json`` a training run wrote, checked: a regular file of at most
+    :data:`MAX_HISTORY_BYTES`, UTF-8 JSON, an object whose known keys hold equally long lists
+    of numbers (or null).  DataError naming the file otherwise."""
+    import json
+    import math
+
+    from ..files import read_regular
+
+    raw = read_regular(path, "history file", DataError, limit=MAX_HISTORY_BYTES)
+    try:
+        history = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a history file: it is not UTF-8 text ({exc.reason} at byte "
+                        f"{exc.start}); give the history.json a training run wrote") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: not a history file: not valid JSON ({exc}); give the "
+                        "history.json a training run wrote") from None
+    if not isinstance(history, dict):
+        raise DataError(f"{path}: not a history file: expected a JSON object of per-epoch lists "
+                        f"such as {{\"train_loss\": [...]}}, got {type(history).__name__}")
+    lengths = set()
+    for k in _HISTORY_KEYS:
+        v = history.get(k)
+        if v is None:
+            continue
+        ok = isinstance(v, list) and all(
+            u is None or (isinstance(u, (int, float)) and not isinstance(u, bool)
+                          and (isinstance(u, float) or abs(u) < 2 ** 53)
+                          and (isinstance(u, int) or not math.isinf(u))) for u in v)
+        if not ok:
+            raise DataError(f"{path}: history {k!r} must be a list of numbers (one per epoch); the "
+                            "file is damaged - give the history.json a training run wrote")
+        if v:
+            lengths.add(len(v))
+    if len(lengths) > 1:
+        raise DataError(f"{path}: the history's lists have different lengths {sorted(lengths)}; "
+                        "the file is damaged")
+    return history
 
 
 def plot_history(history, path="history.png", figsize=(11, 4.2), dpi=100):
