@@ -434,7 +434,7 @@ def test_no_error_line_is_empty(capsys, monkeypatch):
     for exc in (MemoryError(), NumcnnError(""), OSError(), OSError(errno.ENOSPC, "No space left")):
         def boom(args, exc=exc):
             raise exc
-        monkeypatch.setattr(cli, "cmd_datasets", boom)
+        monkeypatch.setattr(cli.demo, "cmd_datasets", boom)
         monkeypatch.setattr(cli, "build_parser", _parser_with(boom))
         rc = cli.main(["datasets"])
         err = capsys.readouterr().err.strip()
