@@ -151,7 +151,7 @@ def _setup(tmp_path):
 
 ALLOWED = {".lock", "checkpoint.safetensors", "best.safetensors", "model.safetensors",
            "history.json", "evaluation.json", "history.png", "confusion.png", "filters.png",
-           "feature_maps.png"}
+           "feature_maps.png", "run.json"}       # run.json: how the run was made (parallel)
 
 
 AIMS = ("start-up", "write", "training", "evaluation and plots")
