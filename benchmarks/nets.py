@@ -153,8 +153,8 @@ def torch_resnet20(model=None, num_classes=10):
             if self.shortcut is not None:
                 short = self.shortcut(x)
             elif self.change:
-                short = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad // 2,
-                                                              self.pad - self.pad // 2))
+                # numcnn's ChannelPadShortcut: every 2nd pixel, zero channels after the input's
+                short = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, self.pad))
             else:
                 short = x
             return torch.relu(out + short)        # the fork: both paths' gradients add

@@ -24,8 +24,9 @@ BOUND = 3e-6
 
 
 @pytest.fixture(autouse=True)
-def _restore_threads():
+def _restore_threads(monkeypatch):
     before = dict(threads._settings)
+    monkeypatch.setattr(threads, "MIN_SHARD_FLOPS", 0)    # the small test nets run in shards too
     yield
     threads._settings.update(before)
     threads._set_blas_threads(threads.usable_cores())
@@ -266,3 +267,19 @@ def test_shards_together_use_the_memory_of_one_thread():
     one, two = peak(1), peak(2)
     assert one > 10 * 2 ** 20                     # a real working set (activations, columns)
     assert two <= 1.1 * one, f"2 threads {two / 2**20:.1f} MiB, 1 thread {one / 2**20:.1f} MiB"
+
+
+def test_a_batch_with_too_little_work_runs_on_the_calling_thread(monkeypatch):
+    """Sharding pays only above MIN_SHARD_FLOPS of arithmetic a shard (a training step counts
+    three forward passes); LeNet-5's 0.85 MFLOPs an image: 128 images a shard in training is
+    326 MFLOPs (sharded), 128 in inference 109 (not)."""
+    monkeypatch.setattr(threads, "MIN_SHARD_FLOPS", 2e8)
+    numcnn.set_num_threads(2)
+    model = numcnn.models.lenet5()
+    x = np.random.default_rng(0).normal(size=(256, 1, 28, 28)).astype(np.float32)
+    model.forward(x, training=False)
+    assert model._numcnn_shards is None
+    model.forward(x, training=True)
+    assert model._numcnn_shards is not None
+    model.forward(x[:64], training=True)                       # 82 MFLOPs a shard
+    assert model._numcnn_shards is None

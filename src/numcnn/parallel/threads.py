@@ -53,6 +53,13 @@ __all__ = ["set_num_threads", "get_num_threads", "usable_cores", "MIN_SHARD"]
 
 #: a shard needs at least this many samples: below it a thread costs more than it saves
 MIN_SHARD = 4
+#: ... and at least this much arithmetic (forward FLOPs; a training step counts 3x: forward,
+#: dL/dinput, dL/dweights).  Below it the hand-off to the pool and the gathers cost more than
+#: the second core gains, and one thread with a multi-threaded BLAS is faster.  Measured on
+#: the 2-core VM (benchmarks/run.py, numcnn@1 against numcnn@2): LeNet-5 inference at batch
+#: 256 (109 MFLOPs a shard) and training at batch 64 (82) ran faster unsharded; LeNet-5
+#: training at batch 256 (326) and every CIFAR-net and ResNet-20 case ran faster in shards.
+MIN_SHARD_FLOPS = 2e8
 #: a shard waits this long at a batch-norm barrier for the others before giving up
 BARRIER_TIMEOUT_S = 600.0
 
@@ -450,7 +457,7 @@ def _run_shards(plan, fn):
     return results
 
 
-def _shards_for(model, x):
+def _shards_for(model, x, training=False):
     """The plan to run ``x`` in shards, or None to run it on this thread (also from inside a
     shard, e.g. a model called by a layer: the pool is busy with this batch)."""
     if getattr(model, "_numcnn_replica", False) or getattr(_inside, "shard", False) \
@@ -460,13 +467,33 @@ def _shards_for(model, x):
     k = min(n, x.shape[0] // MIN_SHARD)
     if k < 2 or model.xp is not np:
         return None
+    flops = _image_flops(model, tuple(x.shape[1:]))
+    if flops is not None and flops * (3 if training else 1) * x.shape[0] / k < MIN_SHARD_FLOPS:
+        return None                  # too little work per shard to pay for the hand-off
     return _plan_for(model, k)
+
+
+def _image_flops(model, shape):
+    """Forward FLOPs of one sample of ``shape`` (cached on the model per shape), or None when
+    a layer cannot say (then the batch is sharded by size alone)."""
+    cached = getattr(model, "_numcnn_image_flops", None)
+    if cached is not None and cached[0] == shape:
+        return cached[1]
+    try:
+        total, s = 0, shape
+        for layer in model.layers:
+            total += int(layer.flops(s))
+            s = tuple(layer.output_shape(s))
+    except Exception:  # noqa: BLE001 - a layer without flops/output_shape: shard by size
+        total = None
+    model._numcnn_image_flops = (shape, total)
+    return total
 
 
 def parallel_forward(model, x, training):
     """``model.forward(x)`` in shards (called by :meth:`Sequential.forward`); None when the batch
     runs on the calling thread."""
-    plan = _shards_for(model, x)
+    plan = _shards_for(model, x, training)
     if plan is None:
         return None
     with _region, _OneThreadBlas():
