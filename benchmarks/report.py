@@ -170,7 +170,8 @@ def report(info):
                  f"rounds as above: speed-up = the 1-thread step time over the {n}-thread one, "
                  "median [range] of the per-round ratios.  numcnn at 1 thread: no batch shards, a "
                  f"1-thread BLAS; at {n}: {n} shards per batch, each on its own thread with a "
-                 "1-thread BLAS (docs/parallel.md).\n")
+                 "1-thread BLAS, when each shard gets at least `MIN_SHARD_FLOPS` of work (else one "
+                 f"thread with a {n}-thread BLAS; docs/parallel.md).\n")
         L.append("| network | batch | mode | numcnn 1 thread img/s | numcnn speed-up | "
                  "torch 1 thread img/s | torch speed-up | numcnn / torch at 1 thread |")
         L.append("|---|---:|---|---:|---:|---:|---:|---:|")
