@@ -262,3 +262,23 @@ def test_x_over_255_into_a_normalised_model_warns_once(resumed_run, digits):
     fresh = nio.load_model(out / "model.safetensors")
     with pytest.warns(InputRangeWarning):                    # raw 0..16 as floats: too wide
         fresh.forward(xte[:32].astype(np.float32))
+
+
+def test_resuming_a_run_killed_before_its_report_writes_the_report(tmp_path):
+    """Killed after the last epoch's checkpoint but before evaluation.json: not "complete";
+    resuming trains no further and writes the report and plots (found by the kill test)."""
+    from numcnn.training import TrainingRun
+    out = tmp_path / "run"
+    TrainingRun(data="digits", model="digits-cnn", epochs=1, out=str(out), progress=False,
+                log=lambda line: None).run()
+    model_bytes = (out / "model.safetensors").read_bytes()
+    report = (out / "evaluation.json").read_bytes()
+    (out / "evaluation.json").unlink()
+    (out / "confusion.png").unlink()
+    lines = []
+    result = TrainingRun(data="digits", model="digits-cnn", out=str(out), progress=False,
+                         resume=str(out / "checkpoint.safetensors"), log=lines.append).run()
+    assert not result.get("complete") and not any("already complete" in l for l in lines)
+    assert (out / "evaluation.json").read_bytes() == report
+    assert (out / "confusion.png").exists()
+    assert (out / "model.safetensors").read_bytes() == model_bytes

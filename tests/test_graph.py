@@ -7,6 +7,8 @@ gradient is compared by name.
 """
 from __future__ import annotations
 
+import copy
+
 import json
 import struct
 
@@ -727,7 +729,8 @@ def test_nested_descriptions_with_forged_fields_build_or_say_what_is_wrong(tmp_p
         for _ in range(data.draw(st.integers(1, 3))):
             target = data.draw(st.sampled_from(_nested_dicts(
                 spec["layers"][data.draw(st.integers(0, 4))], [])))
-            target[data.draw(keys)] = data.draw(values)
+            # a copy: sampled values are shared objects, and nesting one in itself loops forever
+            target[data.draw(keys)] = copy.deepcopy(data.draw(values))
         text = json.dumps(spec, allow_nan=True)
         path = tmp_path / "arch.json"
         path.write_text(text)

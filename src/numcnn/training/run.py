@@ -354,8 +354,11 @@ class TrainingRun:
     def _already_complete(self):
         """A resumed checkpoint that finished every epoch: nothing to do, nothing to change."""
         ck = self.resume_info
+        # a run killed after its last epoch but before its report (evaluation.json beside the
+        # checkpoint) is not complete: resuming it trains no further and writes what is missing
         self.complete = bool(ck) and ck.get("batch") == 0 and not ck.get("partial") \
-            and ck.get("epoch") == self.epochs      # more: refused by the restore, clearly
+            and ck.get("epoch") == self.epochs and os.path.exists(os.path.join(
+                os.path.dirname(os.path.abspath(self.resume)), "evaluation.json"))
         if self.complete:
             self.log(f"this run is already complete ({_epochs(ck['epoch'])} of {self.epochs} done; "
                      f"nothing changed); to train longer, resume with --epochs {self.epochs + 10}, "
