@@ -32,6 +32,17 @@ def init_conv_parameters(layer, name, groups, weight_channels, bias, init, rng, 
     layer.needs_input_grad = True
 
 
+def conv_layer_backward(layer, backward_fn, grad_out):
+    """dL/dW and dL/db accumulated into the layer's parameters, dL/dinput returned; shared by
+    Conv2D and ConvTranspose2D, whose kernels ``backward_fn`` take the same arguments."""
+    dx, dw, db = backward_fn(grad_out, layer.weight.value, layer._need_cache(),
+                             need_bias=layer.bias is not None, need_input=layer.needs_input_grad)
+    layer.weight.accumulate(dw)
+    if layer.bias is not None:
+        layer.bias.accumulate(db)
+    return dx
+
+
 class Conv2D(Layer):
     """2-D convolution over an (N, C, H, W) batch.
 
@@ -125,14 +136,7 @@ class Conv2D(Layer):
         return out
 
     def backward(self, grad_out):
-        cache = self._need_cache()
-        dx, dw, db = F.conv2d_backward(grad_out, self.weight.value, cache,
-                                       need_bias=self.bias is not None,
-                                       need_input=self.needs_input_grad)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
+        return conv_layer_backward(self, F.conv2d_backward, grad_out)
 
 
 def _short(v):

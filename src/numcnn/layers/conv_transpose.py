@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import functional as F
 from ..errors import ConfigError, ShapeError
 from .base import Layer, check_dtype, check_positive_int
-from .conv import _short, init_conv_parameters
+from .conv import _short, conv_layer_backward, init_conv_parameters
 
 
 class ConvTranspose2D(Layer):
@@ -106,11 +106,4 @@ class ConvTranspose2D(Layer):
         return out
 
     def backward(self, grad_out):
-        cache = self._need_cache()
-        dx, dw, db = F.conv_transpose2d_backward(grad_out, self.weight.value, cache,
-                                                 need_bias=self.bias is not None,
-                                                 need_input=self.needs_input_grad)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
+        return conv_layer_backward(self, F.conv_transpose2d_backward, grad_out)
