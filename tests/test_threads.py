@@ -21,6 +21,7 @@ from numcnn.parallel import threads
 #: and running statistics up to 1.3): float32 rounding of the gradient sums.  The bound allows a
 #: few more roundings (another BLAS build, another machine).
 BOUND = 3e-6
+SHIPPED_MIN_SHARD_FLOPS = threads.MIN_SHARD_FLOPS
 
 
 @pytest.fixture(autouse=True)
@@ -269,17 +270,54 @@ def test_shards_together_use_the_memory_of_one_thread():
     assert two <= 1.1 * one, f"2 threads {two / 2**20:.1f} MiB, 1 thread {one / 2**20:.1f} MiB"
 
 
-def test_a_batch_with_too_little_work_runs_on_the_calling_thread(monkeypatch):
-    """Sharding pays only above MIN_SHARD_FLOPS of arithmetic a shard (a training step counts
-    three forward passes); LeNet-5's 0.85 MFLOPs an image: 128 images a shard in training is
-    326 MFLOPs (sharded), 128 in inference 109 (not)."""
-    monkeypatch.setattr(threads, "MIN_SHARD_FLOPS", 2e8)
+def test_how_much_work_a_batch_holds_decides_where_it_runs(monkeypatch):
+    """MIN_SHARD_FLOPS (1e8) decides; LeNet-5 is 0.85 MFLOPs an image and a training step
+    counts three forward passes:
+    * inference at batch 64, 54 MFLOPs in all: this thread, with a one-thread BLAS;
+    * training at batch 64, 163 in all (82 a shard for two): this thread, the two-thread BLAS;
+    * inference at batch 256, 218 (109 a shard): two shards;
+    * training at batch 256: two shards."""
+    from threadpoolctl import threadpool_info
+    assert SHIPPED_MIN_SHARD_FLOPS == 1e8
+    monkeypatch.setattr(threads, "MIN_SHARD_FLOPS", SHIPPED_MIN_SHARD_FLOPS)   # (the fixture's 0)
     numcnn.set_num_threads(2)
     model = numcnn.models.lenet5()
+    blas_seen = []
+    conv = model.layers[3]
+    forward = type(conv).forward
+
+    def spy(self, x, training=True, layout="NCHW"):
+        if self is conv:
+            blas_seen.append(max(i["num_threads"] for i in threadpool_info()
+                                 if i["user_api"] == "blas"))
+        return forward(self, x, training, layout)
+    monkeypatch.setattr(type(conv), "forward", spy)
     x = np.random.default_rng(0).normal(size=(256, 1, 28, 28)).astype(np.float32)
+    y = np.zeros(64, dtype=np.int64)
+
+    out = model.forward(x[:64], training=False)
+    assert model._numcnn_shards == threads.ONE_THREAD and blas_seen[-1] == 1
+    model.forward(x[:64], training=True)
+    assert model._numcnn_shards is None and blas_seen[-1] == 2
     model.forward(x, training=False)
-    assert model._numcnn_shards is None
+    assert isinstance(model._numcnn_shards, threads._Plan) and model._numcnn_shards.k == 2
     model.forward(x, training=True)
-    assert model._numcnn_shards is not None
-    model.forward(x[:64], training=True)                       # 82 MFLOPs a shard
+    assert isinstance(model._numcnn_shards, threads._Plan)
+    assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2
+
+    # the one-thread route trains too, backward included, with the same numbers as 1 thread
+    loss = numcnn.losses.CrossEntropy()
+    small = x[:8]
+    model.forward(small, training=True)
+    assert model._numcnn_shards == threads.ONE_THREAD
+    loss.forward(model.forward(small, training=True), y[:8])
+    model.backward(loss.backward())
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    numcnn.set_num_threads(1)
+    loss.forward(model.forward(small, training=True), y[:8])
     assert model._numcnn_shards is None
+    model.backward(loss.backward())
+    for g, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(g, p.grad)
+    assert out.shape == (64, 10)

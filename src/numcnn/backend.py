@@ -53,8 +53,9 @@ def current():
 def get_array_module(*arrays):
     """The module (numpy or cupy) that owns ``arrays``; numpy for plain NumPy arrays."""
     for a in arrays:
-        mod = type(a).__module__
-        if mod.startswith("cupy"):
+        if type(a) is numpy.ndarray:               # the common case, checked first: it is
+            continue                               # asked several times per layer call
+        if type(a).__module__.startswith("cupy"):
             import cupy  # noqa: PLC0415
             return cupy
     return numpy

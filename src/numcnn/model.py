@@ -173,6 +173,11 @@ class Sequential:
             out = _ENTRY_POINTS["parallel_forward"](self, x, training)
             if out is not None:
                 return out
+        return self._forward_here(x, training)
+
+    def _forward_here(self, x, training):
+        """Every layer in turn on this thread (the checks done): what :meth:`forward` runs when
+        the thread pool does not take the batch, and what each of its shards runs."""
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
         if cnhw:
@@ -198,11 +203,15 @@ class Sequential:
                              f"the forward output, got {type(grad).__name__}")
         if getattr(self, "_numcnn_shards", None) is not None:     # the forward ran in shards
             return _ENTRY_POINTS["parallel_backward"](self, grad, input_grad)
+        return self._backward_here(grad, input_grad)
+
+    def _backward_here(self, grad, input_grad=False):
+        """Back through every layer on this thread (see :meth:`_forward_here`)."""
         first = self.layers[0]
         if input_grad and hasattr(first, "needs_input_grad"):
             first.needs_input_grad = True
             try:
-                return self.backward(grad)
+                return self._backward_here(grad)
             finally:
                 first.needs_input_grad = False
         if getattr(self, "_out_cnhw", False):

@@ -37,8 +37,11 @@ import os
 from .errors import ConfigError, DataError, DTypeError, ModelFileError, NonFiniteError, ShapeError
 
 
-def check_finite(x, where: str, shape=None):
+def check_finite(x, where, shape=None):
     """Raise :class:`NonFiniteError` if ``x`` holds NaN or inf (one cheap reduction first).
+
+    ``where`` is a name, or an object whose ``str()`` names it (a layer: a layer's repr is only
+    built when a message needs it, not on every call).
 
     ``shape`` is the shape to report (the user's (N, C, H, W) view); ``x.shape`` by default.
     """

@@ -86,10 +86,13 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), need_argmax=True, dila
     xp = get_array_module(x)
     dilation = tuple(dilation)
     out_hw, pads = _geometry(x.shape, kernel, stride, padding, dilation, ceil_mode)
-    if (tuple(stride) == tuple(kernel) and pads == ((0, 0), (0, 0)) and dilation == (1, 1)
-            and need_argmax):
+    tiling = tuple(stride) == tuple(kernel) and pads == ((0, 0), (0, 0)) and dilation == (1, 1)
+    if tiling and need_argmax:
         out, argmax = _max_pool_tiling(x, kernel, out_hw)
         return out, PoolCache(argmax, x.shape, kernel, stride, pads)
+    if tiling:
+        return _max_pool_tiling_values(x, kernel, out_hw), PoolCache(None, x.shape, kernel, stride,
+                                                                     pads, x, dilation)
     xpad = pad2d(x, pads, value=-xp.inf)
     out = None
     kdt = xp.int8 if kernel[0] * kernel[1] <= 128 else xp.int32
@@ -139,6 +142,26 @@ def _max_pool_tiling(x, kernel, out_hw):
     rowmax, col_win = _running_max([x[..., j::kw] for j in range(kw)], xp)       # (N, C, H, W')
     out, row_win = _running_max([rowmax[..., i::kh, :] for i in range(kh)], xp)   # (N, C, H', W')
     return out, (col_win, row_win)
+
+
+def _max_pool_tiling_values(x, kernel, out_hw):
+    """The maxima alone of tiling windows (inference: no winners to keep): the max over each
+    window's ``kh`` rows first (whole rows, contiguous in memory: ~25% faster than columns
+    first for 2x2), then over the ``kw`` columns of those row maxima."""
+    xp = get_array_module(x)
+    (kh, kw), (ho, wo) = kernel, out_hw
+    x = x[:, :, :ho * kh, :wo * kw]
+    rows = x[..., 0::kh, :]
+    if kh > 1:
+        rows = xp.maximum(rows, x[..., 1::kh, :])
+        for i in range(2, kh):
+            xp.maximum(rows, x[..., i::kh, :], out=rows)
+    out = rows[..., 0::kw]
+    if kw > 1:
+        out = xp.maximum(out, rows[..., 1::kw])
+        for j in range(2, kw):
+            xp.maximum(out, rows[..., j::kw], out=out)
+    return out if kh > 1 or kw > 1 else out.copy()
 
 
 def _max_pool_tiling_backward(grad_out, cache: PoolCache):

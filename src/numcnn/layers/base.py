@@ -160,7 +160,7 @@ class Layer:
         Messages always show the (N, C, H, W) shape the user knows, whatever ``layout``.
         """
         channel_axis = 0 if layout == "CNHW" and getattr(x, "ndim", 0) == 4 else 1
-        check_array(x, repr(self), what)
+        check_array(x, self, what)    # the layer itself: repr only on error
         shape = tuple(x.shape)
         if channel_axis == 0:
             shape = (shape[1], shape[0]) + shape[2:]
@@ -192,7 +192,7 @@ class Layer:
                              f"{params[0].value.dtype}; numcnn never mixes them silently: cast "
                              f"the input, or the model with model.astype(numpy.{x.dtype})")
         if getattr(self, "check_finite", True):
-            check_finite(x, repr(self), shape)
+            check_finite(x, self, shape)
 
     def _rng_state(self):
         return None
@@ -215,7 +215,7 @@ def _on_current_backend(init):
 def _remember_output_shape(forward):
     @functools.wraps(forward)
     def wrapper(self, x, training=True, layout="NCHW"):
-        check_bool(training, "training", repr(self))
+        check_bool(training, "training", self)
         if layout not in ("NCHW", "CNHW"):
             raise ConfigError(f"{self!r}: layout must be 'NCHW' (or 'CNHW' inside Sequential), got "
                               f"{layout!r}; numcnn's tensors are (N, C, H, W)")

@@ -54,12 +54,17 @@ __all__ = ["set_num_threads", "get_num_threads", "usable_cores", "MIN_SHARD"]
 #: a shard needs at least this many samples: below it a thread costs more than it saves
 MIN_SHARD = 4
 #: ... and at least this much arithmetic (forward FLOPs; a training step counts 3x: forward,
-#: dL/dinput, dL/dweights).  Below it the hand-off to the pool and the gathers cost more than
-#: the second core gains, and one thread with a multi-threaded BLAS is faster.  Measured on
-#: the 2-core VM (benchmarks/run.py, numcnn@1 against numcnn@2): LeNet-5 inference at batch
-#: 256 (109 MFLOPs a shard) and training at batch 64 (82) ran faster unsharded; LeNet-5
-#: training at batch 256 (326) and every CIFAR-net and ResNet-20 case ran faster in shards.
-MIN_SHARD_FLOPS = 2e8
+#: dL/dinput, dL/dweights): a batch gets at most work / MIN_SHARD_FLOPS shards.  A whole batch
+#: with less work than this runs on the calling thread with a **one-thread BLAS**: handing its
+#: small GEMMs to BLAS's other threads costs more than they gain.  Between the two (one shard's
+#: worth, not two) it runs on the calling thread with the multi-threaded BLAS.  Measured on the
+#: 2-core VM, each setting in its own process, alternating (docs/parallel.md): LeNet-5
+#: inference at batch 64 (53 MFLOPs in all) ran 1.1x faster with a one-thread BLAS than a
+#: two-thread one, and 0.8x as fast in two shards; at batch 256 (213 MFLOPs, two shards of 106)
+#: 1.5x faster in shards; LeNet-5 training at batch 64 (160, two shards of 80) ran as fast
+#: every way; LeNet-5 training at batch 256 and every CIFAR-net and ResNet-20 case ran faster
+#: in shards.
+MIN_SHARD_FLOPS = 1e8
 #: a shard waits this long at a batch-norm barrier for the others before giving up
 BARRIER_TIMEOUT_S = 600.0
 
@@ -457,19 +462,30 @@ def _run_shards(plan, fn):
     return results
 
 
+#: the route of a batch too small to share: this thread, a one-thread BLAS (see MIN_SHARD_FLOPS)
+ONE_THREAD = "one thread"
+
+
 def _shards_for(model, x, training=False):
-    """The plan to run ``x`` in shards, or None to run it on this thread (also from inside a
-    shard, e.g. a model called by a layer: the pool is busy with this batch)."""
+    """The plan to run ``x`` in shards; :data:`ONE_THREAD` to run it on this thread with a
+    one-thread BLAS; None to run it on this thread as it is (also from inside a shard, e.g. a
+    model called by a layer: the pool is busy with this batch)."""
     if getattr(model, "_numcnn_replica", False) or getattr(_inside, "shard", False) \
             or type(x) is not np.ndarray or x.ndim < 2:
         return None
     n = get_num_threads()
-    k = min(n, x.shape[0] // MIN_SHARD)
-    if k < 2 or model.xp is not np:
+    if n < 2 or model.xp is not np:
         return None
+    k = min(n, x.shape[0] // MIN_SHARD)
     flops = _image_flops(model, tuple(x.shape[1:]))
-    if flops is not None and flops * (3 if training else 1) * x.shape[0] / k < MIN_SHARD_FLOPS:
-        return None                  # too little work per shard to pay for the hand-off
+    if flops is not None:
+        work = flops * (3 if training else 1) * x.shape[0]
+        if work < MIN_SHARD_FLOPS:
+            return ONE_THREAD        # BLAS's other threads would cost more than they gain
+        if MIN_SHARD_FLOPS > 0:      # too little work per shard: fewer shards
+            k = min(k, int(work // MIN_SHARD_FLOPS))
+    if k < 2:
+        return None
     return _plan_for(model, k)
 
 
@@ -496,6 +512,11 @@ def parallel_forward(model, x, training):
     plan = _shards_for(model, x, training)
     if plan is None:
         return None
+    if plan is ONE_THREAD:
+        with _OneThreadBlas():
+            out = model._forward_here(x, training)
+        model._numcnn_shards = ONE_THREAD            # the backward pass goes the same way
+        return out
     with _region, _OneThreadBlas():
         plan.sync(x.shape[0])
         outs = _run_shards(plan, lambda s: plan.replicas[s].forward(
@@ -508,6 +529,9 @@ def parallel_backward(model, grad, input_grad):
     """``model.backward(grad)`` after a sharded forward: each shard's backward on its rows, then
     each parameter's gradient is the shards' gradients added in shard order."""
     plan = getattr(model, "_numcnn_shards", None)
+    if plan is ONE_THREAD:
+        with _OneThreadBlas():
+            return model._backward_here(grad, input_grad)
     n = plan.bounds[-1][1]
     if getattr(grad, "ndim", 0) < 1 or grad.shape[0] != n:
         raise ShapeError(f"Sequential.backward: expected dL/d(output) for the batch of {n} of the "
