@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import ConfigError, ShapeError
 from ..functional.conv import block_share
 from ..functional.dropout import dropout_mask
+from ..functional.norm import channel_axes, channel_dot, channel_sum, input_grad, normalize
 from ..layers.base import Layer
 from ..layers.dropout import Dropout
 from ..layers.norm import _BatchNorm
@@ -327,14 +328,6 @@ def _plan_for(model, k):
 
 
 # -- batch norm over the whole batch, and dropout's one mask -------------------------------------
-def _axes(x, layout):
-    if x.ndim == 2:
-        return (0,), (1, -1)
-    if layout == "CNHW":
-        return (1, 2, 3), (-1, 1, 1, 1)
-    return (0, 2, 3), (1, -1, 1, 1)
-
-
 def _bn_forward(sh, s, orig, rep):
     """Shard ``s`` of a batch-norm layer in training: mu and var of the whole batch,
     mu = (sum over shards of sum x) / m, var = (sum over shards of sum (x - mu)^2) / m, then the
@@ -346,8 +339,8 @@ def _bn_forward(sh, s, orig, rep):
             return cls_forward(rep, x, training, layout)
         rep._check_input(x, rep._ndim, rep._shape_text.replace("C", str(rep.num_features)),
                          rep.num_features, layout)
-        axes, bshape = _axes(x, layout)
-        sh.slots[s] = (x.sum(axis=axes), x.size // rep.num_features)
+        bshape = channel_axes(x, layout)[1]
+        sh.slots[s] = (channel_sum(x, layout), x.size // rep.num_features)
         sh.barrier.wait()
         m = sum(c for _, c in sh.slots)
         if m < 2:
@@ -355,7 +348,7 @@ def _bn_forward(sh, s, orig, rep):
                               "compute batch statistics; use a batch size > 1")
         mu = sh.ordered_sum([t for t, _ in sh.slots]) / x.dtype.type(m)
         xc = x - mu.reshape(bshape)
-        sh.slots2[s] = (xc * xc).sum(axis=axes)
+        sh.slots2[s] = channel_dot(xc, xc, layout)
         sh.barrier.wait()
         var = sh.ordered_sum(sh.slots2) / x.dtype.type(m)
         if s == 0:                   # once per step, in place, as numcnn.functional.norm does
@@ -364,10 +357,9 @@ def _bn_forward(sh, s, orig, rep):
             orig.running_var *= 1 - orig.momentum
             orig.running_var += orig.momentum * var * (m / max(m - 1, 1))
         inv_std = (x.dtype.type(1) / np.sqrt(var + x.dtype.type(rep.eps))).reshape(bshape)
-        x_hat = xc * inv_std
         gamma = rep.weight.value.reshape(bshape)
-        y = x_hat * gamma + rep.bias.value.reshape(bshape)
-        rep._cache = (x_hat, inv_std, gamma, axes, m)
+        y, x_hat = normalize(xc, inv_std, gamma, rep.bias.value.reshape(bshape))
+        rep._cache = (x_hat, inv_std, gamma, layout, m)
         rep._out_shape, rep._out_dtype = tuple(y.shape), y.dtype
         return y
     return forward
@@ -384,16 +376,16 @@ def _bn_backward(sh, s, rep):
         if not isinstance(cache, tuple):
             return cls_backward(rep, grad_out)        # evaluation mode, or no forward yet
         rep._cache = None
-        x_hat, inv_std, gamma, axes, m = cache
-        dbeta = grad_out.sum(axis=axes)
-        dgamma = (grad_out * x_hat).sum(axis=axes)
+        x_hat, inv_std, gamma, layout, m = cache
+        dbeta = channel_sum(grad_out, layout)
+        dgamma = channel_dot(grad_out, x_hat, layout)
         rep.weight.accumulate(dgamma)
         rep.bias.accumulate(dbeta)
         sh.slots[s] = (dbeta, dgamma)
         sh.barrier.wait()
         mean_g = (sh.ordered_sum([b for b, _ in sh.slots]) / x_hat.dtype.type(m)).reshape(gamma.shape)
         mean_gx = (sh.ordered_sum([g for _, g in sh.slots]) / x_hat.dtype.type(m)).reshape(gamma.shape)
-        return gamma * inv_std * (grad_out - mean_g - x_hat * mean_gx)
+        return input_grad(grad_out, x_hat, gamma * inv_std, mean_g, mean_gx)
     return backward
 
 
