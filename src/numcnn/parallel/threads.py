@@ -27,8 +27,10 @@ differently from one GEMM over the batch (docs/parallel.md gives the measured bo
 ``set_num_threads(n)`` / ``NUMCNN_NUM_THREADS`` choose n; the default is the cores this process
 may use (``os.sched_getaffinity``).  :class:`~numcnn.Sequential` sends ``forward`` and
 ``backward`` here (registered at import), so training, ``predict``, ``evaluate`` and the
-playground all use the pool; a batch too small to split, a model on the GPU, or a model with a
-layer whose state the shards could not share runs as before on the calling thread.
+playground all use the pool.  How much arithmetic a batch holds decides how (see
+``MIN_SHARD_FLOPS``): too little for one shard, it runs on the calling thread with a one-thread
+BLAS; otherwise it gets up to one shard per ``MIN_SHARD_FLOPS``.  A model on the GPU, or one
+with a layer whose state the shards could not share, runs as before on the calling thread.
 """
 from __future__ import annotations
 
