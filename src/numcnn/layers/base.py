@@ -157,48 +157,64 @@ class Layer:
     def _check_input(self, x, ndim, what, channels=None, layout="NCHW"):
         """Validate ``x`` at the boundary: array type, rank, channel count, dtype, finiteness.
 
-        Messages always show the (N, C, H, W) shape the user knows, whatever ``layout``.
+        Messages always show the (N, C, H, W) shape the user knows, whatever ``layout``.  (Run
+        on every layer call: the shape shown and the parameters' details are only worked out
+        for a message.)
         """
-        channel_axis = 0 if layout == "CNHW" and getattr(x, "ndim", 0) == 4 else 1
-        check_array(x, self, what)    # the layer itself: repr only on error
-        shape = tuple(x.shape)
-        if channel_axis == 0:
-            shape = (shape[1], shape[0]) + shape[2:]
-        if x.ndim not in ((ndim,) if isinstance(ndim, int) else ndim):
-            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape {shape} "
-                             f"({x.ndim} dimensions)")
+        check_array(x, self, what)    # the layer itself: its repr is built only on error
+        nd = x.ndim
+        channel_axis = 0 if layout == "CNHW" and nd == 4 else 1
+        shown = functools.partial(_user_shape, x, channel_axis)    # for messages only
+        if nd not in ((ndim,) if isinstance(ndim, int) else ndim):
+            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape {shown()} "
+                             f"({nd} dimensions)")
         if channels is not None and x.shape[channel_axis] != channels:
             raise ShapeError(f"{self!r}: expected input of shape {what} with {channels} "
-                             f"{'channels' if x.ndim == 4 else 'features'}, got shape "
-                             f"{shape} ({x.shape[channel_axis]}); check the previous "
+                             f"{'channels' if nd == 4 else 'features'}, got shape "
+                             f"{shown()} ({x.shape[channel_axis]}); check the previous "
                              "layer's output size or the data's channel count")
-        if x.shape[1 - channel_axis if x.ndim == 4 else 0] == 0:
-            raise ShapeError(f"{self!r}: got an empty batch (shape {shape})")
+        if x.shape[1 - channel_axis if nd == 4 else 0] == 0:
+            raise ShapeError(f"{self!r}: got an empty batch (shape {shown()})")
         if x.dtype.kind != "f" or x.dtype.itemsize < 4:
             raise DTypeError(f"{self!r}: expected float32 or float64 input, got {x.dtype} "
-                             f"(input shape {shape}); "
+                             f"(input shape {shown()}); "
                              "for raw uint8 images use model.prepare_input(x) (scales and "
                              "normalises them as predict does), else x.astype(numpy.float32)")
-        params = self.parameters()
-        if params and get_array_module(params[0].value) is not get_array_module(x):
-            here, there = (device_name(get_array_module(a)) for a in (params[0].value, x))
-            move_x = "cupy.asarray(x)" if here == "gpu" else "cupy.asnumpy(x)"
-            raise DeviceError(f"{self!r}: the input is on the {there} but the layer's parameters "
-                              f"are on the {here}; move the input ({move_x}) or the model "
-                              f"(model.to({there!r}))")
-        if params and params[0].value.dtype != x.dtype:
-            raise DTypeError(f"{self!r}: input of shape {shape} is {x.dtype} but the "
-                             "layer's parameters are "
-                             f"{params[0].value.dtype}; numcnn never mixes them silently: cast "
-                             f"the input, or the model with model.astype(numpy.{x.dtype})")
+        first = self._first_parameter()
+        if first is not None:
+            if type(first) is not type(x) and get_array_module(first) is not get_array_module(x):
+                here, there = (device_name(get_array_module(a)) for a in (first, x))
+                move_x = "cupy.asarray(x)" if here == "gpu" else "cupy.asnumpy(x)"
+                raise DeviceError(f"{self!r}: the input is on the {there} but the layer's "
+                                  f"parameters are on the {here}; move the input ({move_x}) or "
+                                  f"the model (model.to({there!r}))")
+            if first.dtype != x.dtype:
+                raise DTypeError(f"{self!r}: input of shape {shown()} is {x.dtype} but the "
+                                 "layer's parameters are "
+                                 f"{first.dtype}; numcnn never mixes them silently: cast "
+                                 f"the input, or the model with model.astype(numpy.{x.dtype})")
         if getattr(self, "check_finite", True):
-            check_finite(x, self, shape)
+            check_finite(x, self, shown())
+
+    def _first_parameter(self):
+        """The value of the first parameter this layer has (None for a layer without any)."""
+        for name in self.param_names:
+            p = getattr(self, name)
+            if p is not None:
+                return p.value
+        return None
 
     def _rng_state(self):
         return None
 
     def _set_rng_state(self, state):
         pass
+
+
+def _user_shape(x, channel_axis):
+    """``x``'s shape as the user knows it, (N, C, H, W), whatever the internal layout."""
+    shape = tuple(x.shape)
+    return (shape[1], shape[0]) + shape[2:] if channel_axis == 0 else shape
 
 
 def _on_current_backend(init):
