@@ -61,12 +61,12 @@ MIN_SHARD = 4
 #: with less work than this runs on the calling thread with a **one-thread BLAS**: handing its
 #: small GEMMs to BLAS's other threads costs more than they gain.  Between the two (one shard's
 #: worth, not two) it runs on the calling thread with the multi-threaded BLAS.  Measured on the
-#: 2-core VM, each setting in its own process, alternating (docs/parallel.md): LeNet-5
-#: inference at batch 64 (53 MFLOPs in all) ran 1.1x faster with a one-thread BLAS than a
-#: two-thread one, and 0.8x as fast in two shards; at batch 256 (213 MFLOPs, two shards of 106)
-#: 1.5x faster in shards; LeNet-5 training at batch 64 (160, two shards of 80) ran as fast
-#: every way; LeNet-5 training at batch 256 and every CIFAR-net and ResNet-20 case ran faster
-#: in shards.
+#: 2-core VM (docs/parallel.md): LeNet-5 inference at batch 1-64 (53 MFLOPs at 64) ran
+#: 0.92-1.11x as fast with a one-thread BLAS as with a two-thread one (median 1.04x: the
+#: hand-off is a wash at best), and 0.8x as fast in two shards; at batch 256 (213 MFLOPs, two
+#: shards of 106) 1.5x faster in shards; LeNet-5 training at batch 64 (160, two shards of 80)
+#: ran as fast every way; LeNet-5 training at batch 256 and every CIFAR-net and ResNet-20 case
+#: ran faster in shards.
 MIN_SHARD_FLOPS = 1e8
 #: a shard waits this long at a batch-norm barrier for the others before giving up
 BARRIER_TIMEOUT_S = 600.0
