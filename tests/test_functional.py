@@ -424,9 +424,12 @@ def test_flatten_matches_torch_flatten_and_backward_reshapes(rng):
 
 # -- batch norm -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("shape", [(8, 5), (4, 3, 5, 6)])
+@pytest.mark.parametrize("shape,layout", [((8, 5), "NCHW"), ((4, 3, 5, 6), "NCHW"),
+                                          ((4, 3, 5, 6), "CNHW")])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_kernel_matches_torch(training, shape, dtype, rng):
+def test_batch_norm_kernel_matches_torch(training, shape, layout, dtype, rng):
+    """Both layouts: in CNHW (Sequential's) the per-channel sums are BLAS products over each
+    channel's contiguous row, and evaluation mode is x * scale + shift."""
     c = shape[1]
     x = (2 + 3 * rng.standard_normal(shape)).astype(dtype)
     gamma = rng.standard_normal(c).astype(dtype)
@@ -434,9 +437,13 @@ def test_batch_norm_kernel_matches_torch(training, shape, dtype, rng):
     rm = rng.standard_normal(c).astype(dtype)
     rv = rng.uniform(0.5, 2.0, c).astype(dtype)
     rm_t, rv_t = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
-    y, cache = F.batch_norm_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
     g = rng.standard_normal(shape).astype(dtype)
-    dx, dgamma, dbeta = F.batch_norm_backward(g, cache)
+
+    def cnhw(a):
+        return np.ascontiguousarray(a.transpose(1, 0, 2, 3)) if layout == "CNHW" else a
+    y, cache = F.batch_norm_forward(cnhw(x), gamma, beta, rm, rv, training, 0.1, 1e-5, layout)
+    dx, dgamma, dbeta = F.batch_norm_backward(cnhw(g), cache)
+    y, dx = cnhw(y), cnhw(dx)                       # (the transpose is its own inverse)
     xt, gt, bt = tt(x, True), tt(gamma, True), tt(beta, True)
     yt = TF.batch_norm(xt, rm_t, rv_t, gt, bt, training=training, momentum=0.1, eps=1e-5)
     yt.backward(tt(g))

@@ -189,6 +189,25 @@ def test_maxpool2d_windows_wider_than_128_match_torch(kernel, shape, training):
     assert np.array_equal(y, to_numpy(t_y)) and np.array_equal(dx, to_numpy(t_dx))
 
 
+@pytest.mark.parametrize("kernel", [(2, 2), (2, 3), (3, 1), (1, 2), (1, 1), (3, 3)])
+@pytest.mark.parametrize("layout", ["NCHW", "CNHW"])
+def test_maxpool2d_inference_on_tiling_windows_matches_torch(kernel, layout):
+    """Inference with stride == kernel takes the rows-first path (no winners recorded): the
+    maxima equal PyTorch's, also for rows/columns no window covers (7x9 input), and a backward
+    pass after it still routes like PyTorch."""
+    r = np.random.default_rng(5)
+    x = r.integers(-3, 4, size=(2, 3, 7, 9)).astype(np.float32)    # small integers: ties
+    layer = MaxPool2D(kernel)
+    xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    y = layer.forward(xin, training=False, layout=layout)
+    y = y if layout == "NCHW" else y.transpose(1, 0, 2, 3)
+    g = r.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(g if layout == "NCHW" else np.ascontiguousarray(g.transpose(1, 0, 2, 3)))
+    dx = dx if layout == "NCHW" else dx.transpose(1, 0, 2, 3)
+    t_y, t_dx = torch_pool("max", x, kernel, kernel, 0, grad_out=g)
+    assert np.array_equal(y, to_numpy(t_y)) and np.array_equal(dx, to_numpy(t_dx))
+
+
 def test_maxpool2d_stride_defaults_to_kernel_size():
     assert MaxPool2D(2).stride == (2, 2)
     assert AvgPool2D((2, 3)).stride == (2, 3)
