@@ -170,9 +170,8 @@ def report(info):
                  f"rounds as above: speed-up = the 1-thread step time over the {n}-thread one, "
                  "median [range] of the per-round ratios.  numcnn at 1 thread: no batch shards, a "
                  f"1-thread BLAS; at {n}: up to {n} shards per batch, each on its own thread with "
-                 "a 1-thread BLAS, one per `MIN_SHARD_FLOPS` of work; a batch with less work than "
-                 "that runs on one thread with a 1-thread BLAS, and one with less than two "
-                 f"shards' worth on one thread with a {n}-thread BLAS (docs/parallel.md).\n")
+                 "a 1-thread BLAS, one per `MIN_SHARD_FLOPS` of work; a batch with less than two "
+                 f"shards' worth runs on one thread with a {n}-thread BLAS (docs/parallel.md).\n")
         L.append("| network | batch | mode | numcnn 1 thread img/s | numcnn speed-up | "
                  "torch 1 thread img/s | torch speed-up | numcnn / torch at 1 thread |")
         L.append("|---|---:|---|---:|---:|---:|---:|---:|")

@@ -177,7 +177,7 @@ class Sequential:
 
     def _forward_here(self, x, training):
         """Every layer in turn on this thread (the checks done): what :meth:`forward` runs when
-        the thread pool does not take the batch, and what each of its shards runs."""
+        the thread pool does not take the batch (each shard's replica runs it too)."""
         cnhw = self.internal_layout == "CNHW" and getattr(x, "ndim", 0) == 4
         layout = "CNHW" if cnhw else "NCHW"
         if cnhw:

@@ -27,10 +27,10 @@ differently from one GEMM over the batch (docs/parallel.md gives the measured bo
 ``set_num_threads(n)`` / ``NUMCNN_NUM_THREADS`` choose n; the default is the cores this process
 may use (``os.sched_getaffinity``).  :class:`~numcnn.Sequential` sends ``forward`` and
 ``backward`` here (registered at import), so training, ``predict``, ``evaluate`` and the
-playground all use the pool.  How much arithmetic a batch holds decides how (see
-``MIN_SHARD_FLOPS``): too little for one shard, it runs on the calling thread with a one-thread
-BLAS; otherwise it gets up to one shard per ``MIN_SHARD_FLOPS``.  A model on the GPU, or one
-with a layer whose state the shards could not share, runs as before on the calling thread.
+playground all use the pool.  How much arithmetic a batch holds decides how many shards it
+gets: one per ``MIN_SHARD_FLOPS``, and a batch with less than two shards' worth runs on the
+calling thread, as does a model on the GPU or one with a layer whose state the shards could
+not share.
 """
 from __future__ import annotations
 
@@ -57,16 +57,15 @@ __all__ = ["set_num_threads", "get_num_threads", "usable_cores", "MIN_SHARD"]
 #: a shard needs at least this many samples: below it a thread costs more than it saves
 MIN_SHARD = 4
 #: ... and at least this much arithmetic (forward FLOPs; a training step counts 3x: forward,
-#: dL/dinput, dL/dweights): a batch gets at most work / MIN_SHARD_FLOPS shards.  A whole batch
-#: with less work than this runs on the calling thread with a **one-thread BLAS**: handing its
-#: small GEMMs to BLAS's other threads costs more than they gain.  Between the two (one shard's
-#: worth, not two) it runs on the calling thread with the multi-threaded BLAS.  Measured on the
-#: 2-core VM (docs/parallel.md): LeNet-5 inference at batch 1-64 (53 MFLOPs at 64) ran
-#: 0.92-1.11x as fast with a one-thread BLAS as with a two-thread one (median 1.04x: the
-#: hand-off is a wash at best), and 0.8x as fast in two shards; at batch 256 (213 MFLOPs, two
-#: shards of 106) 1.5x faster in shards; LeNet-5 training at batch 64 (160, two shards of 80)
-#: ran as fast every way; LeNet-5 training at batch 256 and every CIFAR-net and ResNet-20 case
-#: ran faster in shards.
+#: dL/dinput, dL/dweights): a batch gets at most work / MIN_SHARD_FLOPS shards, and one with
+#: less than two shards' worth runs on the calling thread with the multi-threaded BLAS.
+#: Measured on the 2-core VM, each setting in its own process, alternating (docs/parallel.md):
+#: LeNet-5 inference at batch 64 (53 MFLOPs) ran 0.8x as fast in two shards as on one thread;
+#: at batch 256 (213 MFLOPs, two shards of 106) 1.5x faster in shards; LeNet-5 training at
+#: batch 64 (160, two shards of 80) ran as fast either way; LeNet-5 training at batch 256 and
+#: every CIFAR-net and ResNet-20 case ran faster in shards.  (A one-thread BLAS for the smallest
+#: batches was tried and dropped: 0.92-1.11x for LeNet-5 inference at batch 1-64, 0.89x for
+#: training at batch 32.)
 MIN_SHARD_FLOPS = 1e8
 #: a shard waits this long at a batch-norm barrier for the others before giving up
 BARRIER_TIMEOUT_S = 600.0
@@ -456,14 +455,9 @@ def _run_shards(plan, fn):
     return results
 
 
-#: the route of a batch too small to share: this thread, a one-thread BLAS (see MIN_SHARD_FLOPS)
-ONE_THREAD = "one thread"
-
-
 def _shards_for(model, x, training=False):
-    """The plan to run ``x`` in shards; :data:`ONE_THREAD` to run it on this thread with a
-    one-thread BLAS; None to run it on this thread as it is (also from inside a shard, e.g. a
-    model called by a layer: the pool is busy with this batch)."""
+    """The plan to run ``x`` in shards, or None to run it on this thread (also from inside a
+    shard, e.g. a model called by a layer: the pool is busy with this batch)."""
     if getattr(model, "_numcnn_replica", False) or getattr(_inside, "shard", False) \
             or type(x) is not np.ndarray or x.ndim < 2:
         return None
@@ -472,12 +466,8 @@ def _shards_for(model, x, training=False):
         return None
     k = min(n, x.shape[0] // MIN_SHARD)
     flops = _image_flops(model, tuple(x.shape[1:]))
-    if flops is not None:
-        work = flops * (3 if training else 1) * x.shape[0]
-        if work < MIN_SHARD_FLOPS:
-            return ONE_THREAD        # BLAS's other threads would cost more than they gain
-        if MIN_SHARD_FLOPS > 0:      # too little work per shard: fewer shards
-            k = min(k, int(work // MIN_SHARD_FLOPS))
+    if flops is not None and MIN_SHARD_FLOPS > 0:      # too little work per shard: fewer shards
+        k = min(k, int(flops * (3 if training else 1) * x.shape[0] // MIN_SHARD_FLOPS))
     if k < 2:
         return None
     return _plan_for(model, k)
@@ -506,11 +496,6 @@ def parallel_forward(model, x, training):
     plan = _shards_for(model, x, training)
     if plan is None:
         return None
-    if plan is ONE_THREAD:
-        with _OneThreadBlas():
-            out = model._forward_here(x, training)
-        model._numcnn_shards = ONE_THREAD            # the backward pass goes the same way
-        return out
     with _region, _OneThreadBlas():
         plan.sync(x.shape[0])
         outs = _run_shards(plan, lambda s: plan.replicas[s].forward(
@@ -523,9 +508,6 @@ def parallel_backward(model, grad, input_grad):
     """``model.backward(grad)`` after a sharded forward: each shard's backward on its rows, then
     each parameter's gradient is the shards' gradients added in shard order."""
     plan = getattr(model, "_numcnn_shards", None)
-    if plan is ONE_THREAD:
-        with _OneThreadBlas():
-            return model._backward_here(grad, input_grad)
     n = plan.bounds[-1][1]
     if getattr(grad, "ndim", 0) < 1 or grad.shape[0] != n:
         raise ShapeError(f"Sequential.backward: expected dL/d(output) for the batch of {n} of the "
