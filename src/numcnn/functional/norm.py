@@ -25,7 +25,6 @@ class NormCache:
     x_hat: object      # None after an evaluation-mode forward (then x and mean give it)
     inv_std: object    # shaped to broadcast against x
     gamma: object      # shaped to broadcast against x
-    axes: tuple
     training: bool
     x: object = None   # evaluation mode: the input ...
     mean: object = None    # ... and the running mean it was normalised with, shaped like inv_std
@@ -101,14 +100,14 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training=True,
     running_mean * scale: two passes (x_hat is only made if a backward pass asks for it).
     """
     xp = get_array_module(x)
-    axes, bshape = channel_axes(x, layout)
+    bshape = channel_axes(x, layout)[1]
     one = x.dtype.type(1)
     if not training:
         inv_std = (one / xp.sqrt(running_var + x.dtype.type(eps))).astype(x.dtype)
-        scale = (gamma * inv_std).reshape(bshape)
-        y = x * scale
-        y += (beta - running_mean * gamma * inv_std).reshape(bshape)
-        return y, NormCache(None, inv_std.reshape(bshape), gamma.reshape(bshape), axes, False,
+        scale = gamma * inv_std
+        y = x * scale.reshape(bshape)
+        y += (beta - running_mean * scale).reshape(bshape)
+        return y, NormCache(None, inv_std.reshape(bshape), gamma.reshape(bshape), False,
                             x, running_mean.reshape(bshape).copy(), layout)
     m = x.size // gamma.shape[0]
     mu = channel_sum(x, layout) / x.dtype.type(m)
@@ -121,7 +120,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training=True,
     inv_std = (one / xp.sqrt(var + x.dtype.type(eps))).reshape(bshape)
     g = gamma.reshape(bshape)
     y, x_hat = normalize(xc, inv_std, g, beta.reshape(bshape))
-    return y, NormCache(x_hat, inv_std, g, axes, training, layout=layout)
+    return y, NormCache(x_hat, inv_std, g, True, layout=layout)
 
 
 def batch_norm_backward(grad_out, cache: NormCache):

@@ -164,20 +164,19 @@ class Layer:
         check_array(x, self, what)    # the layer itself: its repr is built only on error
         nd = x.ndim
         channel_axis = 0 if layout == "CNHW" and nd == 4 else 1
-        shown = functools.partial(_user_shape, x, channel_axis)    # for messages only
         if nd not in ((ndim,) if isinstance(ndim, int) else ndim):
-            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape {shown()} "
-                             f"({nd} dimensions)")
+            raise ShapeError(f"{self!r}: expected input of shape {what}, got shape "
+                             f"{_user_shape(x, channel_axis)} ({nd} dimensions)")
         if channels is not None and x.shape[channel_axis] != channels:
             raise ShapeError(f"{self!r}: expected input of shape {what} with {channels} "
                              f"{'channels' if nd == 4 else 'features'}, got shape "
-                             f"{shown()} ({x.shape[channel_axis]}); check the previous "
-                             "layer's output size or the data's channel count")
+                             f"{_user_shape(x, channel_axis)} ({x.shape[channel_axis]}); check "
+                             "the previous layer's output size or the data's channel count")
         if x.shape[1 - channel_axis if nd == 4 else 0] == 0:
-            raise ShapeError(f"{self!r}: got an empty batch (shape {shown()})")
+            raise ShapeError(f"{self!r}: got an empty batch (shape {_user_shape(x, channel_axis)})")
         if x.dtype.kind != "f" or x.dtype.itemsize < 4:
             raise DTypeError(f"{self!r}: expected float32 or float64 input, got {x.dtype} "
-                             f"(input shape {shown()}); "
+                             f"(input shape {_user_shape(x, channel_axis)}); "
                              "for raw uint8 images use model.prepare_input(x) (scales and "
                              "normalises them as predict does), else x.astype(numpy.float32)")
         first = self._first_parameter()
@@ -189,12 +188,12 @@ class Layer:
                                   f"parameters are on the {here}; move the input ({move_x}) or "
                                   f"the model (model.to({there!r}))")
             if first.dtype != x.dtype:
-                raise DTypeError(f"{self!r}: input of shape {shown()} is {x.dtype} but the "
-                                 "layer's parameters are "
+                raise DTypeError(f"{self!r}: input of shape {_user_shape(x, channel_axis)} is "
+                                 f"{x.dtype} but the layer's parameters are "
                                  f"{first.dtype}; numcnn never mixes them silently: cast "
                                  f"the input, or the model with model.astype(numpy.{x.dtype})")
         if getattr(self, "check_finite", True):
-            check_finite(x, self, shown())
+            check_finite(x, self, _user_shape(x, channel_axis))
 
     def _first_parameter(self):
         """The value of the first parameter this layer has (None for a layer without any)."""
